@@ -1,0 +1,31 @@
+"""The ``sim2real`` command line. Each area registers its commands from its own module."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="sim2real: sim-to-real data pipeline.")
+
+# Explicit list of modules that define `register(app)`; add one line per area.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "sim2real.flows.cli_data",
+)
+
+
+def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> None:
+    """Print a command's result: a human line, and with ``--json`` one JSON object as the last line."""
+    if human:
+        typer.echo(human, err=as_json)
+    if as_json:
+        typer.echo(json.dumps(result, sort_keys=True, default=str))
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    for module in _COMMAND_MODULES:
+        importlib.import_module(module).register(app)
+    app()
