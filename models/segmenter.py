@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
@@ -271,6 +272,6 @@ def load_segmenter(data: bytes, source: str = "<bytes>") -> DeepLabV3Plus:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
         model = build_segmenter(SegmenterConfig.from_dict(checkpoint["config"]))
         model.load_state_dict(checkpoint["model"])
-    except (KeyError, RuntimeError, ValueError) as exc:
+    except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{source}: not a segmenter checkpoint: {exc}") from exc
     return model

@@ -1,0 +1,213 @@
+"""Faster R-CNN detector on a torchvision FPN backbone, built without any downloaded weights.
+
+Classes are the canonical detection taxonomy (``DETECTION_CLASSES``, category id = index + 1, 0 is
+background). Images enter as lists of 3×H×W floats in [0, 1]; targets are torchvision dicts
+(``boxes`` N×4 xyxy float32 in pixels, ``labels`` N int64). Backbones come from an explicit registry.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+import torch
+from sim2real.storage.taxonomy import DETECTION_CLASSES
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+
+Targets = list[dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Architecture and box-sampling sizes of the detector; enough to rebuild it from a checkpoint."""
+
+    backbone: str = "resnet18_fpn"  # registry key: resnet18_fpn, resnet50_fpn, mobilenet_v3_large_fpn
+    min_size: int = 128  # shorter image side after the model's internal resize (pixels)
+    max_size: int = 256  # cap on the longer side after resize (pixels)
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)  # one per FPN level: 5 (resnet), 3 (mobilenet)
+    aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor height/width ratios, the same on each level
+    rpn_pre_nms_top_n: int = 500  # proposals kept before RPN NMS, per level (train and test)
+    rpn_post_nms_top_n: int = 200  # proposals kept after RPN NMS (train and test)
+    box_batch_size_per_image: int = 128  # RoIs sampled per image for the box head loss
+    box_score_thresh: float = 0.01  # keep low-score detections: AP needs the whole ranking
+    box_detections_per_img: int = 100  # COCO's maxDets
+    num_classes: int = len(DETECTION_CLASSES) + 1  # 8 detection classes + background
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DetectorConfig:
+        """Rebuild from :meth:`to_dict` output (rejects unknown keys)."""
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"DetectorConfig: unknown keys {sorted(unknown)}")
+        values = dict(data)
+        for key in ("anchor_sizes", "aspect_ratios"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        """Plain-types dict (JSON and ``weights_only`` safe)."""
+        values = asdict(self)
+        values["anchor_sizes"] = list(self.anchor_sizes)
+        values["aspect_ratios"] = list(self.aspect_ratios)
+        return values
+
+
+BackboneBuilder = Callable[[], nn.Module]
+_BACKBONES: dict[str, BackboneBuilder] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+    """Decorator adding an FPN backbone builder (result has ``out_channels``); refuses duplicates."""
+
+    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
+        if name in _BACKBONES:
+            raise ValueError(f"detector backbone {name!r} is already registered")
+        _BACKBONES[name] = builder
+        return builder
+
+    return wrap
+
+
+def get_backbone(name: str) -> nn.Module:
+    """Build the registered backbone ``name``; ``ValueError`` names an unknown one."""
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown detector backbone {name!r}; known: {sorted(_BACKBONES)}")
+    return _BACKBONES[name]()
+
+
+# Trained from scratch: plain BatchNorm (not frozen) and every stage trainable.
+@register_backbone("resnet18_fpn")
+def _resnet18_fpn() -> nn.Module:
+    return resnet_fpn_backbone(
+        backbone_name="resnet18", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+    )
+
+
+@register_backbone("resnet50_fpn")
+def _resnet50_fpn() -> nn.Module:
+    return resnet_fpn_backbone(
+        backbone_name="resnet50", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+    )
+
+
+@register_backbone("mobilenet_v3_large_fpn")
+def _mobilenet_v3_large_fpn() -> nn.Module:
+    return mobilenet_backbone(
+        backbone_name="mobilenet_v3_large",
+        weights=None,
+        fpn=True,
+        norm_layer=nn.BatchNorm2d,
+        trainable_layers=6,
+    )
+
+
+def _feature_levels(backbone: nn.Module) -> int:
+    with torch.no_grad():
+        was_training = backbone.training
+        backbone.eval()
+        levels = len(backbone(torch.zeros(1, 3, 64, 64)))
+        backbone.train(was_training)
+    return levels
+
+
+def build_detector(config: DetectorConfig) -> FasterRCNN:
+    """A freshly initialised Faster R-CNN (random weights; nothing is downloaded)."""
+    backbone = get_backbone(config.backbone)
+    levels = _feature_levels(backbone)
+    if len(config.anchor_sizes) != levels:
+        raise ValueError(
+            f"DetectorConfig.anchor_sizes: backbone {config.backbone!r} has {levels} feature levels, "
+            f"got {len(config.anchor_sizes)} sizes"
+        )
+    anchors = AnchorGenerator(
+        sizes=tuple((size,) for size in config.anchor_sizes), aspect_ratios=(config.aspect_ratios,) * levels
+    )
+    model = FasterRCNN(
+        backbone,
+        num_classes=config.num_classes,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        rpn_anchor_generator=anchors,
+        rpn_pre_nms_top_n_train=config.rpn_pre_nms_top_n,
+        rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n,
+        rpn_post_nms_top_n_train=config.rpn_post_nms_top_n,
+        rpn_post_nms_top_n_test=config.rpn_post_nms_top_n,
+        box_batch_size_per_image=config.box_batch_size_per_image,
+        box_score_thresh=config.box_score_thresh,
+        box_detections_per_img=config.box_detections_per_img,
+    )
+    model.config = config  # type: ignore[assignment]  # kept for checkpoints
+    return model
+
+
+def train_one_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data_loader: Iterable[tuple[list[torch.Tensor], Targets]],
+    device: torch.device | str,
+    epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
+    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+) -> dict[str, float]:
+    """One pass over ``(images, targets)`` batches; sums torchvision's loss dict; per-step scheduler.
+
+    Returns ``{"epoch", "loss" (mean), "steps"}``. AMP is used when a ``scaler`` is given (CUDA).
+    """
+    model.train()
+    device = torch.device(device)
+    total, steps = 0.0, 0
+    for images, targets in data_loader:
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
+        with torch.autocast(device.type, enabled=scaler is not None):
+            loss = sum(model(images, targets).values())
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"detector epoch {epoch} step {steps}: loss is {loss.item()}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if lr_scheduler is not None:
+            lr_scheduler.step()
+        total += loss.item()
+        steps += 1
+    return {"epoch": float(epoch), "loss": total / max(steps, 1), "steps": float(steps)}
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, images: list[torch.Tensor], device: torch.device | str) -> Targets:
+    """Detections per image: dicts with ``boxes`` (N×4 xyxy), ``labels`` (1-based) and ``scores``, on CPU."""
+    model.eval()
+    device = torch.device(device)
+    outputs = model([image.to(device) for image in images])
+    return [{key: value.cpu() for key, value in output.items()} for output in outputs]
+
+
+def checkpoint_bytes(model: FasterRCNN, extra: dict | None = None) -> bytes:
+    """A checkpoint dict (``model``, ``config``, plus ``extra``) serialised with ``torch.save``."""
+    buffer = io.BytesIO()
+    config: DetectorConfig = model.config  # type: ignore[assignment]
+    torch.save({"model": model.state_dict(), "config": config.to_dict(), **(extra or {})}, buffer)
+    return buffer.getvalue()
+
+
+def load_detector(data: bytes, source: str = "<bytes>") -> FasterRCNN:
+    """Rebuild a detector from :func:`checkpoint_bytes` output (``weights_only=True``)."""
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        model = build_detector(DetectorConfig.from_dict(checkpoint["config"]))
+        model.load_state_dict(checkpoint["model"])
+    except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
+        raise ValueError(f"{source}: not a detector checkpoint: {exc}") from exc
+    return model
