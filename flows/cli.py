@@ -8,12 +8,15 @@ from typing import Any
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="sim2real: sim-to-real data pipeline.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="sim2real: sim-to-real data pipeline.",
+)
 
 # Explicit list of modules that define `register(app)`; add one line per area.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "sim2real.flows.cli_data",
-)
+_COMMAND_MODULES: tuple[str, ...] = ("sim2real.flows.cli_data",)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> None:
@@ -25,7 +28,14 @@ def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> Non
 
 
 def main() -> None:
-    """Entry point of the console script."""
+    """Entry point of the console script: known failures print one clear line, not a traceback."""
+    from sim2real.flows.runtime import quiet_prefect
+
+    quiet_prefect()  # before anything imports Prefect
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(app)
-    app()
+    try:
+        app(standalone_mode=True)
+    except (LookupError, FileNotFoundError, ValueError, PermissionError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None

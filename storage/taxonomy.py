@@ -75,7 +75,16 @@ TRAIN_ID_COLORS: tuple[tuple[int, int, int], ...] = tuple(
 FINE_DETAIL_TRAIN_IDS: tuple[int, ...] = (TRAIN_ID_BY_NAME["traffic light"], TRAIN_ID_BY_NAME["traffic sign"])
 
 #: Detection classes (Cityscapes' instance classes); category id = index + 1 (0 is background).
-DETECTION_CLASSES: tuple[str, ...] = ("person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle")
+DETECTION_CLASSES: tuple[str, ...] = (
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 DETECTION_CLASS_ID: dict[str, int] = {name: i + 1 for i, name in enumerate(DETECTION_CLASSES)}
 
 

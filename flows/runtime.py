@@ -1,0 +1,44 @@
+"""Running flows from the CLI: quiet, embedded by default, no shutdown noise for a clean run."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# Loggers that report the temporary server's and the event pipeline's own teardown; in a clean CLI
+# run their messages are noise (failures of our work are raised, not logged, so nothing is hidden).
+_SHUTDOWN_LOGGERS = (
+    "prefect.server",
+    "prefect._internal",
+    "prefect.events",
+    "uvicorn",
+    "uvicorn.error",
+    "httpx",
+    "prefect.client",
+    "docket",
+    "prefect.task_runs.runtime",
+)
+
+
+def quiet_prefect() -> None:
+    """Defaults for CLI use: warnings only from Prefect's own machinery."""
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    # The embedded server's telemetry heartbeat races its own SQLite migrations ("database is locked").
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    for name in _SHUTDOWN_LOGGERS:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def run_quietly(flow: Callable[..., T], **params: Any) -> T:
+    """Run ``flow(**params)`` in-process (embedded server unless one is configured).
+
+    Call :func:`quiet_prefect` before Prefect is imported (the CLI does) for the settings to apply.
+    """
+    quiet_prefect()
+    return flow(**params)

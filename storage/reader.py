@@ -1,0 +1,102 @@
+"""Reading versions back with stock ``webdataset``: a chain of small steps, error policy as an argument.
+
+``decoded_samples`` is what model code consumes: per frame the key, the image as an H×W×3 uint8
+array, the trainId map, boxes and meta. URLs are plain paths for local roots; object-store URLs
+(``s3://…``, ``gs://…``) are opened through fsspec.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import fsspec
+import numpy as np
+import webdataset as wds
+from PIL import Image
+from sim2real.storage import schema
+
+Sample = dict[str, Any]
+
+
+def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> Any:
+    return fsspec.open(url, mode).open()
+
+
+def register_fsspec_schemes(schemes: Iterable[str] = ("s3", "gs", "gcs", "memory")) -> None:
+    """Let webdataset open these URL schemes through fsspec (idempotent)."""
+    for scheme in schemes:
+        wds.gopen.gopen_schemes.setdefault(scheme, _gopen_fsspec)
+
+
+def decode_rgb(data: bytes) -> np.ndarray:
+    """Image bytes → H×W×3 uint8."""
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """PNG bytes → array in the file's own depth (8-bit seg, 16-bit inst/depth)."""
+    image = Image.open(io.BytesIO(data))
+    array = np.asarray(image)
+    return array.astype(np.uint16) if image.mode.startswith("I") else array
+
+
+def decode_sample(raw: Sample) -> Sample:
+    """A raw webdataset sample (member → bytes) → decoded arrays and parsed JSON."""
+    key = raw["__key__"]
+    try:
+        rgb_name = schema.rgb_member([m for m in raw if not m.startswith("__")])
+        sample: Sample = {
+            "__key__": key,
+            "__url__": raw.get("__url__"),
+            "rgb": decode_rgb(raw[rgb_name]),
+            "seg": decode_png(raw[schema.SEG]),
+            "boxes": json.loads(raw[schema.BOXES]) if schema.BOXES in raw else [],
+            "meta": json.loads(raw[schema.META]) if schema.META in raw else {},
+        }
+        if schema.INST in raw:
+            sample["inst"] = decode_png(raw[schema.INST])
+    except Exception as exc:
+        raise schema.SchemaError(f"{raw.get('__url__')}: key {key!r}: cannot decode sample: {exc}") from exc
+    return sample
+
+
+def raw_samples(
+    urls: str | list[str],
+    *,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    resampled: bool = False,
+    handler: Callable[[Exception], bool] = wds.reraise_exception,
+) -> wds.WebDataset:
+    """Stock ``webdataset.WebDataset`` over the shards: samples as member → raw bytes."""
+    register_fsspec_schemes()
+    dataset = wds.WebDataset(
+        urls,
+        handler=handler,
+        resampled=resampled,
+        shardshuffle=(100 if shuffle_buffer else False) if not resampled else True,
+        seed=seed,
+        empty_check=False,
+        nodesplitter=wds.split_by_node,
+    )
+    if shuffle_buffer:
+        dataset = dataset.shuffle(shuffle_buffer, initial=min(100, shuffle_buffer), seed=seed)
+    return dataset
+
+
+def decoded_samples(
+    urls: str | list[str],
+    *,
+    shuffle_buffer: int = 0,
+    seed: int = 0,
+    resampled: bool = False,
+    handler: Callable[[Exception], bool] = wds.reraise_exception,
+) -> wds.WebDataset:
+    """Samples with ``__key__``, ``rgb`` (H×W×3 uint8), ``seg`` (H×W uint8), ``boxes``, ``meta``, ``inst``."""
+    dataset = raw_samples(
+        urls, shuffle_buffer=shuffle_buffer, seed=seed, resampled=resampled, handler=handler
+    )
+    return dataset.map(decode_sample, handler=handler)

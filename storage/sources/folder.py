@@ -1,0 +1,194 @@
+"""The generic ``folder`` export: one file per frame and member, as the toy simulator writes it.
+
+Layout::
+
+    DIR/classes.json          {"classes": [{"id": 7, "name": "road"}, ...], "ignore_id": 255}
+    DIR/rgb/{key}.png|.jpg    the camera image (bytes kept as they are)
+    DIR/seg/{key}.png         8-bit class ids in the numbering of classes.json
+    DIR/inst/{key}.png        16-bit instance ids (optional)
+    DIR/boxes/{key}.json      [{"label": "car", "bbox_xyxy": [x1, y1, x2, y2], "instance": 7}] (optional)
+    DIR/depth/{key}.png       16-bit depth (optional)
+    DIR/meta/{key}.json       free-form frame metadata (optional)
+
+Class ids are matched to the canonical trainIds by name. When ``classes.json`` already numbers the
+classes as trainIds, ``seg.png`` passes through byte for byte; otherwise it is converted once and the
+original is kept as ``seg_src.png``. A pixel whose id is not in ``classes.json`` makes the frame bad.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from sim2real.storage import schema
+from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID, TRAIN_ID_BY_NAME
+
+ROLE_DIRS = {
+    "rgb": (".png", ".jpg", ".jpeg"),
+    "seg": (".png",),
+    "inst": (".png",),
+    "boxes": (".json",),
+    "depth": (".png",),
+    "meta": (".json",),
+}
+
+
+def _read(frame: SourceFrame, role: str) -> bytes:
+    path = frame.files[role]
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise BadFrame(frame.key, path, f"cannot read {role}: {exc.strerror}") from None
+
+
+def decode_image(frame: SourceFrame, role: str, data: bytes) -> Image.Image:
+    """Decode image bytes fully (so truncated files fail here), or raise :class:`BadFrame`."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # PIL raises many types for corrupt data
+        raise BadFrame(frame.key, frame.files[role], f"unreadable {role} image: {exc}") from None
+    return image
+
+
+def check_same_size(frame: SourceFrame, role: str, image: Image.Image, size: tuple[int, int]) -> None:
+    """Raise :class:`BadFrame` unless a label image has the camera image's size."""
+    if image.size != size:
+        raise BadFrame(
+            frame.key,
+            frame.files[role],
+            f"{role} size {image.size[0]}x{image.size[1]} != rgb size {size[0]}x{size[1]}",
+        )
+
+
+def check_boxes(frame: SourceFrame, data: bytes, size: tuple[int, int]) -> None:
+    """Raise :class:`BadFrame` unless ``boxes.json`` is a list of known-class boxes inside the frame."""
+    path = frame.files["boxes"]
+    try:
+        boxes = json.loads(data)
+    except ValueError as exc:
+        raise BadFrame(frame.key, path, f"boxes is not JSON: {exc}") from None
+    if not isinstance(boxes, list):
+        raise BadFrame(frame.key, path, "boxes must be a JSON list")
+    for box in boxes:
+        label, xyxy = box.get("label"), box.get("bbox_xyxy")
+        if label not in DETECTION_CLASSES:
+            raise BadFrame(frame.key, path, f"unknown detection class {label!r}")
+        if not (isinstance(xyxy, list) and len(xyxy) == 4):
+            raise BadFrame(frame.key, path, f"bad bbox_xyxy {xyxy!r}")
+        x1, y1, x2, y2 = xyxy
+        if not (0 <= x1 < x2 <= size[0] and 0 <= y1 < y2 <= size[1]):
+            raise BadFrame(frame.key, path, f"bbox {xyxy} outside the {size[0]}x{size[1]} frame")
+
+
+@register_format("folder")
+class FolderFormat:
+    """Importer of the generic export folder."""
+
+    name = "folder"
+
+    def __init__(self) -> None:
+        self._lut: np.ndarray | None = None
+        self._identity = True
+        self._table: dict[str, Any] = {}
+
+    def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
+        """Every frame stem found in any member folder; frames missing a member fail at load."""
+        self._read_classes(root)
+        stems: dict[str, dict[str, str]] = {}
+        for role, exts in ROLE_DIRS.items():
+            folder = os.path.join(root, role)
+            if not os.path.isdir(folder):
+                continue
+            for entry in sorted(os.listdir(folder)):
+                stem, ext = os.path.splitext(entry)
+                if ext.lower() in exts:
+                    stems.setdefault(stem, {})[role] = os.path.join(folder, entry)
+        if not stems:
+            raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
+        return [
+            SourceFrame(key=stem, files=files, extra={"root": root}) for stem, files in sorted(stems.items())
+        ]
+
+    def _read_classes(self, root: str) -> None:
+        path = os.path.join(root, "classes.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing classes.json (class id → name table)")
+        with open(path, "rb") as handle:
+            spec = json.load(handle)
+        lut = np.full(256, -1, dtype=np.int16)
+        lut[int(spec.get("ignore_id", IGNORE_ID))] = IGNORE_ID
+        for cls in spec["classes"]:
+            if cls["name"] not in TRAIN_ID_BY_NAME:
+                raise ValueError(f"{path}: class {cls['name']!r} is not in the canonical taxonomy")
+            lut[int(cls["id"])] = TRAIN_ID_BY_NAME[cls["name"]]
+        self._lut = lut
+        self._identity = (
+            all(lut[i] in (i, -1) for i in range(256) if i != IGNORE_ID) and lut[IGNORE_ID] == 255
+        )
+        self._table = {"ids_to_train_ids": {str(i): int(v) for i, v in enumerate(lut) if v >= 0}}
+
+    def mapping_table(self) -> dict[str, Any]:
+        """The classes.json id → trainId table applied at ingest."""
+        return dict(self._table)
+
+    def load(self, frame: SourceFrame) -> LoadedFrame:
+        """Validate and convert one frame; raise :class:`BadFrame` naming the file and the reason."""
+        if not schema.KEY_PATTERN.fullmatch(frame.key):
+            self._bad_key(frame)
+        if self._lut is None:
+            self._read_classes(frame.extra["root"])
+        for role in ("rgb", "seg"):
+            if role not in frame.files:
+                some_file = next(iter(frame.files.values()))
+                raise BadFrame(frame.key, some_file, f"missing member {role}/ for this frame")
+        rgb_bytes = _read(frame, "rgb")
+        rgb = decode_image(frame, "rgb", rgb_bytes)
+        ext = os.path.splitext(frame.files["rgb"])[1].lower()
+        members = {schema.RGB_PNG if ext == ".png" else schema.RGB_JPG: rgb_bytes}
+        members.update(self._load_seg(frame, rgb.size))
+        for role, member in (("inst", schema.INST), ("depth", schema.DEPTH)):
+            if role in frame.files:
+                data = _read(frame, role)
+                check_same_size(frame, role, decode_image(frame, role, data), rgb.size)
+                members[member] = data
+        if "boxes" in frame.files:
+            data = _read(frame, "boxes")
+            check_boxes(frame, data, rgb.size)
+            members[schema.BOXES] = data
+        meta = json.loads(_read(frame, "meta")) if "meta" in frame.files else {}
+        meta.setdefault("source", self.name)
+        members[schema.META] = json.dumps(meta, sort_keys=True).encode()
+        return LoadedFrame(members=members)
+
+    @staticmethod
+    def _bad_key(frame: SourceFrame) -> None:
+        path = next(iter(frame.files.values()))
+        raise BadFrame(frame.key, path, "bad key: file stem must match [A-Za-z0-9_-]+")
+
+    def _load_seg(self, frame: SourceFrame, size: tuple[int, int]) -> dict[str, bytes]:
+        data = _read(frame, "seg")
+        image = decode_image(frame, "seg", data)
+        check_same_size(frame, "seg", image, size)
+        if image.mode != "L":
+            raise BadFrame(
+                frame.key, frame.files["seg"], f"seg must be an 8-bit 'L' PNG, got mode {image.mode}"
+            )
+        ids = np.asarray(image)
+        assert self._lut is not None
+        mapped = self._lut[ids]
+        if (mapped < 0).any():
+            unknown = sorted(int(v) for v in np.unique(ids[mapped < 0]))
+            raise BadFrame(frame.key, frame.files["seg"], f"unknown class id(s) {unknown[:10]}")
+        if self._identity:
+            return {schema.SEG: data}
+        buffer = io.BytesIO()
+        Image.fromarray(mapped.astype(np.uint8), mode="L").save(buffer, format="PNG")
+        return {schema.SEG: buffer.getvalue(), schema.SEG_SRC: data}
