@@ -1,0 +1,156 @@
+"""BDD100K: the 10k semantic-segmentation images with their masks and 2D detection labels.
+
+Layout (``ROOT`` holds the unpacked ``bdd100k_images_10k``, ``bdd100k_sem_seg_labels_trainval`` and
+``bdd100k_det_20_labels_trainval`` archives)::
+
+    ROOT/images/10k/{split}/{name}.jpg
+    ROOT/labels/sem_seg/masks/{split}/{name}.png     8-bit trainIds 0..18, 255 = ignore
+    ROOT/labels/det_20/det_{split}.json              [{"name": "{name}.jpg", "attributes": {...},
+                                                       "labels": [{"id", "category", "box2d"}]}]
+
+Masks already hold trainIds; a mask that holds nothing else is stored byte for byte, otherwise other
+values become 255 (counted as unknown) and the original is kept as ``seg_src.png``. Detection
+categories map to ours (pedestrian → person; rider, car, truck, bus, train, motorcycle, bicycle kept);
+others (traffic light, traffic sign, other vehicle, other person, trailer) are dropped and counted in
+``meta.json``. ``box2d`` is in inclusive pixel coordinates; boxes become integer, exclusive ``x2``/``y2``,
+clipped to the image. A frame absent from the detection file gets no ``boxes.json`` (unknown is not
+"no objects"). Option ``split``: ``train`` (default) or ``val``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sim2real.storage import schema
+from sim2real.storage.sources import convert
+from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
+
+#: Mask value → trainId: the masks are trainIds already.
+MASK_TO_TRAIN: dict[int, int] = {**{i: i for i in range(NUM_TRAIN_CLASSES)}, IGNORE_ID: IGNORE_ID}
+#: BDD100K detection category → our detection class; categories not listed are dropped (counted).
+CATEGORY_TO_DETECTION: dict[str, str] = {
+    "pedestrian": "person",
+    "rider": "rider",
+    "car": "car",
+    "truck": "truck",
+    "bus": "bus",
+    "train": "train",
+    "motorcycle": "motorcycle",
+    "bicycle": "bicycle",
+}
+
+
+def read_detections(path: str) -> dict[str, dict[str, Any]]:
+    """The detection file as ``{image name: frame record}``; ``ValueError`` naming the file if malformed."""
+    try:
+        with open(path, "rb") as handle:
+            records = json.load(handle)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if isinstance(records, dict):  # scalabel "dataset" form
+        records = records.get("frames", [])
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of frames")
+    frames = {}
+    for record in records:
+        labels = [_slim(label) for label in record.get("labels") or []]
+        frames[str(record["name"])] = {"attributes": record.get("attributes") or {}, "labels": labels}
+    return frames
+
+
+def _slim(label: dict[str, Any]) -> dict[str, Any]:
+    """Only what the importer uses (frames carry this in ``SourceFrame.extra``)."""
+    return {"id": label.get("id"), "category": label.get("category"), "box2d": label.get("box2d")}
+
+
+def convert_boxes(
+    labels: list[dict[str, Any]], size: tuple[int, int]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Our boxes from BDD labels, and the dropped labels counted by category (or reason)."""
+    boxes, dropped = [], {}
+    for index, label in enumerate(labels, start=1):
+        category = str(label.get("category"))
+        box2d = label.get("box2d")
+        ours = CATEGORY_TO_DETECTION.get(category)
+        xyxy = None
+        if box2d:
+            xyxy = convert.box_from_inclusive(box2d["x1"], box2d["y1"], box2d["x2"], box2d["y2"], size)
+        if ours is None or xyxy is None:
+            reason = category if ours is None else ("no box2d" if not box2d else "box outside the image")
+            dropped[reason] = dropped.get(reason, 0) + 1
+            continue
+        boxes.append({"label": ours, "bbox_xyxy": xyxy, "instance": index, "source_id": str(label.get("id"))})
+    return boxes, dropped
+
+
+@register_format("bdd100k")
+class Bdd100kFormat:
+    """Importer of BDD100K 10k images, semantic masks and det_20 boxes."""
+
+    name = "bdd100k"
+
+    def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
+        """Every ``images/10k/{split}/*.jpg``, sorted by name, with its detection record attached."""
+        split = str(options.get("split") or "train")
+        image_dir = os.path.join(root, "images", "10k", split)
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"{image_dir}: no such folder (bdd100k split {split!r})")
+        det_path = os.path.join(root, "labels", "det_20", f"det_{split}.json")
+        detections = read_detections(det_path) if os.path.exists(det_path) else None
+        mask_dir = os.path.join(root, "labels", "sem_seg", "masks", split)
+        frames = []
+        for entry in sorted(os.listdir(image_dir)):
+            stem, ext = os.path.splitext(entry)
+            if ext.lower() not in (".jpg", ".jpeg", ".png"):
+                continue
+            extra: dict[str, Any] = {"split": split, "name": entry}
+            if detections is not None and entry in detections:
+                extra["detection"] = detections[entry]
+            files = {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(mask_dir, stem + ".png")}
+            frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
+        if not frames:
+            raise FileNotFoundError(f"{image_dir}: no images")
+        convert.check_unique_keys(frames, root)
+        return frames
+
+    def mapping_table(self) -> dict[str, Any]:
+        """Mask value → trainId (identity) and category → detection class."""
+        return {
+            "mask_value_to_train_id": {str(k): v for k, v in sorted(MASK_TO_TRAIN.items())},
+            "category_to_detection": dict(sorted(CATEGORY_TO_DETECTION.items())),
+        }
+
+    def load(self, frame: SourceFrame) -> LoadedFrame:
+        """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
+        key, files = frame.key, frame.files
+        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
+        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
+        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
+
+        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
+        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
+        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
+        try:
+            train_ids, unknown = convert.map_ids(convert.single_channel(key, files["seg"], "seg", seg_image),
+                                                 MASK_TO_TRAIN)
+        except ValueError as exc:
+            raise BadFrame(key, files["seg"], str(exc)) from None
+        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=bool(unknown)))
+
+        meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"),
+                                "files": {role: os.path.basename(p) for role, p in sorted(files.items())}}
+        detection = frame.extra.get("detection")
+        if detection is None:
+            meta["boxes"] = "absent: frame not in the detection file"
+        else:
+            boxes, dropped = convert_boxes(list(detection["labels"]), rgb.size)
+            members[schema.BOXES] = convert.json_bytes(boxes)
+            meta["dropped_boxes"] = dropped
+            conditions = ("weather", "timeofday", "scene")
+            meta.update({k: v for k, v in detection["attributes"].items() if k in conditions})
+        members[schema.META] = convert.json_bytes(meta)
+        return LoadedFrame(members=members, unknown_ids=unknown)

@@ -1,0 +1,200 @@
+"""Conversion steps shared by the dataset importers: reading, decoding, id mapping, boxes, encoding.
+
+Every importer turns its label files into canonical members the same way:
+
+* label ids (or label colours) go through a mapping table; ids the table does not know at all become
+  255 and are counted per id (``unknown_ids``), never silently;
+* boxes are integer ``[x1, y1, x2, y2]`` with exclusive ``x2``/``y2`` (max pixel + 1);
+* PNGs are encoded by one function, so equal arrays give equal bytes.
+
+A file location is either a plain path or an fsspec chained URL into an archive,
+``zip://{member}::{archive.zip}`` (SHIFT ships its frames in zip files).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import fsspec
+import numpy as np
+from PIL import Image
+from sim2real.storage import schema
+from sim2real.storage.sources.base import BadFrame, SourceFrame
+from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_RGB_MEMBER_BY_FORMAT = {"PNG": schema.RGB_PNG, "JPEG": schema.RGB_JPG}
+
+
+def zip_location(archive: str, member: str) -> str:
+    """The fsspec URL of ``member`` inside the zip file ``archive``."""
+    return f"zip://{member}::{archive}"
+
+
+def read_bytes(key: str, location: str, role: str) -> bytes:
+    """The bytes at ``location`` (a path or a ``zip://member::archive`` URL), or :class:`BadFrame`."""
+    try:
+        if "::" in location:
+            with fsspec.open(location, "rb") as handle:
+                return handle.read()
+        with open(location, "rb") as handle:
+            return handle.read()
+    except (OSError, KeyError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise BadFrame(key, location, f"cannot read {role} file: {reason}") from None
+
+
+def open_image(key: str, location: str, role: str, data: bytes) -> Image.Image:
+    """Decode image bytes fully (a truncated file fails here), or raise :class:`BadFrame`."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # PIL raises many exception types for corrupt data
+        raise BadFrame(key, location, f"unreadable {role} image: {exc}") from None
+    return image
+
+
+def rgb_member(key: str, location: str, image: Image.Image) -> str:
+    """``rgb.png`` or ``rgb.jpg`` from the decoded format (not the file name); others are bad frames."""
+    member = _RGB_MEMBER_BY_FORMAT.get(image.format or "")
+    if member is None:
+        raise BadFrame(key, location, f"camera image must be PNG or JPEG, got {image.format}")
+    return member
+
+
+def require_size(key: str, location: str, role: str, image: Image.Image, size: tuple[int, int]) -> None:
+    """Raise :class:`BadFrame` unless a label image has the camera image's ``(width, height)``."""
+    if image.size != size:
+        raise BadFrame(key, location, f"{role} size {image.size[0]}x{image.size[1]} != "
+                                      f"image size {size[0]}x{size[1]}")
+
+
+def single_channel(key: str, location: str, role: str, image: Image.Image) -> np.ndarray:
+    """Integer ids of a one-channel label image (``L``, ``P`` indices, 16/32-bit ``I``)."""
+    if image.mode in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(image).astype(np.int64)
+    raise BadFrame(key, location, f"{role} must be a one-channel id image, got mode {image.mode}")
+
+
+def channels_rgb(key: str, location: str, role: str, image: Image.Image) -> np.ndarray:
+    """The H×W×3 uint8 colours of a label image stored as ``RGB``/``RGBA`` (alpha dropped)."""
+    if image.mode not in ("RGB", "RGBA"):
+        raise BadFrame(key, location, f"{role} must be an RGB(A) image, got mode {image.mode}")
+    return np.asarray(image)[..., :3]
+
+
+def map_ids(ids: np.ndarray, table: Mapping[int, int]) -> tuple[np.ndarray, dict[int, int]]:
+    """Map integer ids through ``table`` to uint8 trainIds; ids absent from it → 255, counted per id."""
+    if ids.size and int(ids.min()) < 0:
+        raise ValueError(f"label ids must be >= 0, found {int(ids.min())}")
+    size = max(int(ids.max()) if ids.size else 0, max(table, default=0)) + 1
+    lut = np.full(size, IGNORE_ID, dtype=np.uint8)
+    known = np.zeros(size, dtype=bool)
+    for source_id, train_id in table.items():
+        lut[source_id] = train_id
+        known[source_id] = True
+    counts = np.bincount(ids.ravel(), minlength=size)
+    unknown = {int(i): int(counts[i]) for i in np.flatnonzero((counts > 0) & ~known)}
+    return lut[ids], unknown
+
+
+def pack_rgb(colours: np.ndarray) -> np.ndarray:
+    """H×W×3 uint8 colours as one int per pixel, ``0xRRGGBB`` (how unknown colours are reported)."""
+    c = colours.astype(np.int64)
+    return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
+
+
+def map_colours(
+    colours: np.ndarray, table: Mapping[tuple[int, int, int], int]
+) -> tuple[np.ndarray, dict[int, int]]:
+    """Map label colours through ``table``; unknown colours → 255, counted by packed ``0xRRGGBB``."""
+    packed = pack_rgb(colours)
+    values, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
+    packed_table = {(r << 16) | (g << 8) | b: train_id for (r, g, b), train_id in table.items()}
+    mapped = np.array([packed_table.get(int(v), IGNORE_ID) for v in values], dtype=np.uint8)
+    unknown = {int(v): int(n) for v, n in zip(values, counts, strict=True) if int(v) not in packed_table}
+    return mapped[inverse].reshape(packed.shape), unknown
+
+
+def boxes_from_instances(inst: np.ndarray, label_of: Mapping[int, str]) -> list[dict[str, Any]]:
+    """One box per instance id in ``label_of`` that has pixels: tight, ``x2``/``y2`` exclusive."""
+    boxes = []
+    for instance in sorted(label_of):
+        ys, xs = np.nonzero(inst == instance)
+        if xs.size == 0:
+            continue
+        xyxy = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+        boxes.append({"label": label_of[instance], "bbox_xyxy": xyxy, "instance": int(instance)})
+    return boxes
+
+
+def box_from_inclusive(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> list[int] | None:
+    """Integer exclusive ``xyxy`` of a box given in inclusive pixel coordinates, clipped to the frame.
+
+    Returns ``None`` when nothing of the box is left inside the frame.
+    """
+    width, height = size
+    left, top = max(0, int(np.floor(x1))), max(0, int(np.floor(y1)))
+    right, bottom = min(width, int(np.floor(x2)) + 1), min(height, int(np.floor(y2)) + 1)
+    if right <= left or bottom <= top:
+        return None
+    return [left, top, right, bottom]
+
+
+def check_detection_label(label: str) -> str:
+    """``label`` if it is a canonical detection class, else ``ValueError`` (a mapping-table bug)."""
+    if label not in DETECTION_CLASSES:
+        raise ValueError(f"{label!r} is not one of the detection classes {DETECTION_CLASSES}")
+    return label
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """PNG bytes of a 2-D uint8 (``L``) or uint16 (16-bit grey) array; equal arrays, equal bytes."""
+    if array.ndim != 2 or array.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"encode_png needs a 2-D uint8/uint16 array, got {array.dtype} {array.shape}")
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def json_bytes(value: Any) -> bytes:
+    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def seg_members(
+    original: bytes, image: Image.Image, train_ids: np.ndarray, converted: bool
+) -> dict[str, bytes]:
+    """``seg.png`` (plus ``seg_src.png`` when converted); an already-canonical ``L`` PNG passes as is."""
+    if not converted and image.mode == "L" and image.format == "PNG":
+        return {schema.SEG: original}
+    return {schema.SEG: encode_png(train_ids.astype(np.uint8)), schema.SEG_SRC: original}
+
+
+def sanitize_key(*parts: str) -> str:
+    """A sample key from name parts: unsafe characters runs become ``_``, parts joined by ``_``."""
+    key = "_".join(_KEY_UNSAFE.sub("_", part).strip("_") for part in parts if part)
+    if not key:
+        raise ValueError(f"cannot make a sample key from {parts!r}")
+    return key
+
+
+def check_unique_keys(frames: Iterable[SourceFrame], root: str) -> None:
+    """Raise ``ValueError`` naming both files when two frames got the same key."""
+    seen: dict[str, str] = {}
+    for frame in frames:
+        first_file = next(iter(frame.files.values()), "?")
+        if frame.key in seen:
+            raise ValueError(f"{root}: key {frame.key!r} made twice, from {seen[frame.key]} and {first_file}")
+        seen[frame.key] = first_file
+
+
+def add_counts(total: dict[int, int], more: Mapping[int, int]) -> dict[int, int]:
+    """Add per-id pixel counts into ``total`` (returned for chaining)."""
+    for source_id, count in more.items():
+        total[source_id] = total.get(source_id, 0) + count
+    return total

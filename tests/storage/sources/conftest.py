@@ -1,0 +1,57 @@
+"""Helpers for the importer tests: write small real images, decode members back."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+def _save(path: str, array: np.ndarray, fmt: str = "PNG", mode: str | None = None) -> bytes:
+    """Write ``array`` as an image file (creating folders) and return the file's bytes."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    image = Image.fromarray(array, mode=mode) if mode else Image.fromarray(array)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+    data = buffer.getvalue()
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return data
+
+
+@pytest.fixture
+def save_image() -> Callable[..., bytes]:
+    """``save_image(path, array, fmt="PNG", mode=None) -> bytes`` written to disk."""
+    return _save
+
+
+@pytest.fixture
+def random_rgb() -> Callable[[int, int, int], np.ndarray]:
+    """``random_rgb(h, w, seed)``: a reproducible H×W×3 uint8 camera image."""
+
+    def make(height: int, width: int, seed: int) -> np.ndarray:
+        return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+    return make
+
+
+def _decode(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)))
+
+
+@pytest.fixture
+def decode_png() -> Callable[[bytes], np.ndarray]:
+    """``decode_png(bytes) -> array`` (mode kept: 8-bit ids stay 2-D)."""
+    return _decode
+
+
+@pytest.fixture
+def decode_json() -> Callable[[bytes], Any]:
+    """``decode_json(bytes)``."""
+    return json.loads

@@ -1,0 +1,96 @@
+"""BDD100K importer: generated 10k images, sem_seg masks and a det_20 JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from sim2real.storage import schema
+from sim2real.storage.sources.base import BadFrame, get_format
+
+H, W = 16, 32
+NAMES = ["7d06fefd-f7be05a6", "7d128593-0ccfea4c", "a91b7555-00000590"]
+
+
+def _det_record(name: str) -> dict:
+    return {
+        "name": name + ".jpg",
+        "attributes": {"weather": "clear", "timeofday": "daytime", "scene": "city street"},
+        "timestamp": 10000,
+        "labels": [
+            {"id": "0", "category": "car", "attributes": {"occluded": False},
+             "box2d": {"x1": 2.4, "y1": 3.0, "x2": 9.6, "y2": 7.0}},
+            {"id": "1", "category": "pedestrian", "box2d": {"x1": 20.0, "y1": 1.0, "x2": 40.0, "y2": 15.0}},
+            {"id": "2", "category": "traffic sign", "box2d": {"x1": 0.0, "y1": 0.0, "x2": 3.0, "y2": 3.0}},
+            {"id": "3", "category": "car", "box2d": {"x1": 50.0, "y1": 0.0, "x2": 60.0, "y2": 3.0}},
+        ],
+    }
+
+
+@pytest.fixture
+def bdd_root(tmp_path, save_image, random_rgb):
+    root = str(tmp_path / "bdd100k")
+    mask = np.zeros((H, W), np.uint8)
+    mask[:4] = 10  # sky
+    mask[8:, 16:] = 13  # car
+    mask[0, :5] = 255  # ignore (known)
+    originals = {}
+    for i, name in enumerate(NAMES):
+        originals[name] = save_image(os.path.join(root, "images/10k/train", name + ".jpg"),
+                                     random_rgb(H, W, i), fmt="JPEG")
+        frame_mask = mask.copy()
+        if i == 1:
+            frame_mask[15, :3] = 42  # not a trainId: unknown
+        save_image(os.path.join(root, "labels/sem_seg/masks/train", name + ".png"), frame_mask)
+    det = [_det_record(NAMES[0]), _det_record(NAMES[1])]  # the third image has no detection record
+    os.makedirs(os.path.join(root, "labels/det_20"))
+    with open(os.path.join(root, "labels/det_20/det_train.json"), "w") as handle:
+        json.dump(det, handle)
+    return root, originals
+
+
+def test_load_masks_boxes_and_bytes(bdd_root, decode_png, decode_json):
+    root, originals = bdd_root
+    fmt = get_format("bdd100k")
+    frames = fmt.discover(root, {"split": "train"})
+    assert [f.key for f in frames] == NAMES
+    first, second, third = (fmt.load(f) for f in frames)
+
+    assert first.members[schema.RGB_JPG] == originals[NAMES[0]]
+    assert schema.SEG_SRC not in first.members and first.unknown_ids == {}  # canonical mask passes as is
+    with open(frames[0].files["seg"], "rb") as handle:
+        assert first.members[schema.SEG] == handle.read()
+    boxes = decode_json(first.members[schema.BOXES])
+    assert boxes == [
+        {"bbox_xyxy": [2, 3, 10, 8], "instance": 1, "label": "car", "source_id": "0"},
+        {"bbox_xyxy": [20, 1, 32, 16], "instance": 2, "label": "person", "source_id": "1"},
+    ]
+    meta = decode_json(first.members[schema.META])
+    assert meta["dropped_boxes"] == {"traffic sign": 1, "box outside the image": 1}
+    assert meta["weather"] == "clear" and meta["source"] == "bdd100k"
+
+    seg = decode_png(second.members[schema.SEG])
+    assert second.unknown_ids == {42: 3} and seg[15, 0] == 255 and seg[15, 20] == 13 and seg[0, 10] == 10
+    assert schema.SEG_SRC in second.members
+
+    assert schema.BOXES not in third.members  # no detection record: unknown, not "no objects"
+    assert decode_json(third.members[schema.META])["boxes"].startswith("absent")
+    for frame, loaded in zip(frames, (first, second, third), strict=True):
+        schema.check_members(frame.key, loaded.members)
+
+
+def test_missing_mask_and_bad_image(bdd_root, save_image, random_rgb):
+    root, _ = bdd_root
+    save_image(os.path.join(root, "images/10k/train/zz-nomask.jpg"), random_rgb(H, W, 7), fmt="JPEG")
+    with open(os.path.join(root, "images/10k/train/zz-truncated.jpg"), "wb") as handle:
+        handle.write(b"\xff\xd8\xff\xe0 not really a jpeg")
+    save_image(os.path.join(root, "labels/sem_seg/masks/train/zz-truncated.png"), np.zeros((H, W), np.uint8))
+    fmt = get_format("bdd100k")
+    frames = {f.key: f for f in fmt.discover(root, {"split": "train"})}
+    with pytest.raises(BadFrame, match="zz-nomask.png.*cannot read seg"):
+        fmt.load(frames["zz-nomask"])
+    with pytest.raises(BadFrame, match="zz-truncated.jpg.*unreadable rgb"):
+        fmt.load(frames["zz-truncated"])
