@@ -194,6 +194,7 @@ class DatasetStore:
     def open(self, ref: str) -> Version:
         """Resolve ``name@version``, ``name@latest``, ``name@ALIAS`` or ``name`` (= latest)."""
         name, _, version = ref.partition("@")
+        check_name(name)
         version = version or "latest"
         if version == "latest":
             versions = self.list_versions(name)
