@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 
 import pytest
-
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
 from sim2real.flows import events
