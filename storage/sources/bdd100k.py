@@ -110,7 +110,9 @@ class Bdd100kFormat:
             extra: dict[str, Any] = {"split": split, "name": entry}
             if detections is not None and entry in detections:
                 extra["detection"] = detections[entry]
-            files = {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(mask_dir, stem + ".png")}
+            files, missing = convert.present_files(
+                {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(mask_dir, stem + ".png")})
+            extra.update(missing)
             frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{image_dir}: no images")
@@ -126,7 +128,8 @@ class Bdd100kFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
-        key, files = frame.key, frame.files
+        key = frame.key
+        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
         rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
         rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
         members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}

@@ -79,12 +79,13 @@ class CityscapesFormat:
     @staticmethod
     def _frame(root: str, split: str, city: str, stem: str) -> SourceFrame:
         label_dir = os.path.join(root, "gtFine", split, city)
-        files = {
+        files, extra = convert.present_files({
             "rgb": os.path.join(root, "leftImg8bit", split, city, stem + IMAGE_SUFFIX),
             "seg": os.path.join(label_dir, stem + LABEL_SUFFIX),
             "inst": os.path.join(label_dir, stem + INSTANCE_SUFFIX),
-        }
-        return SourceFrame(key=convert.sanitize_key(stem), files=files, extra={"split": split, "city": city})
+        })
+        extra.update({"split": split, "city": city})
+        return SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra)
 
     def mapping_table(self) -> dict[str, Any]:
         """Label id → trainId, and label id → detection class for instance boxes."""
@@ -96,7 +97,8 @@ class CityscapesFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original PNG, trainId ``seg.png`` (+ ``seg_src.png``), ``inst.png``, ``boxes.json``, meta."""
-        key, files = frame.key, frame.files
+        key = frame.key
+        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg", "inst")}
         rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
         rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
         members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -33,6 +34,25 @@ _RGB_MEMBER_BY_FORMAT = {"PNG": schema.RGB_PNG, "JPEG": schema.RGB_JPG}
 def zip_location(archive: str, member: str) -> str:
     """The fsspec URL of ``member`` inside the zip file ``archive``."""
     return f"zip://{member}::{archive}"
+
+
+def present_files(candidates: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Split a frame's expected files into ``files`` (those on disk) and ``extra`` naming the missing.
+
+    The ingest planner hashes every file a frame lists, so a missing label file must not be listed;
+    ``load`` then reports it as a bad frame through :func:`require_file`.
+    """
+    files = {role: path for role, path in candidates.items() if "::" in path or os.path.exists(path)}
+    missing = {role: path for role, path in candidates.items() if role not in files}
+    return files, ({"missing": missing} if missing else {})
+
+
+def require_file(frame: SourceFrame, role: str) -> str:
+    """The location of ``role`` for ``frame``, or :class:`BadFrame` naming the expected missing file."""
+    if role in frame.files:
+        return frame.files[role]
+    expected = frame.extra.get("missing", {}).get(role, f"<{role} file>")
+    raise BadFrame(frame.key, expected, f"missing {role} file")
 
 
 def read_bytes(key: str, location: str, role: str) -> bytes:

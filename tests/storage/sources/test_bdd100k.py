@@ -7,7 +7,6 @@ import os
 
 import numpy as np
 import pytest
-
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, get_format
 
@@ -90,7 +89,18 @@ def test_missing_mask_and_bad_image(bdd_root, save_image, random_rgb):
     save_image(os.path.join(root, "labels/sem_seg/masks/train/zz-truncated.png"), np.zeros((H, W), np.uint8))
     fmt = get_format("bdd100k")
     frames = {f.key: f for f in fmt.discover(root, {"split": "train"})}
-    with pytest.raises(BadFrame, match="zz-nomask.png.*cannot read seg"):
+    with pytest.raises(BadFrame, match="zz-nomask.png.*missing seg file"):
         fmt.load(frames["zz-nomask"])
     with pytest.raises(BadFrame, match="zz-truncated.jpg.*unreadable rgb"):
         fmt.load(frames["zz-truncated"])
+
+
+def test_ingest_round_trip(bdd_root, ingest):
+    root, originals = bdd_root
+    version, raw, decoded = ingest(root, "bdd100k", {"split": "train"})
+    assert sorted(raw) == NAMES and version.info["unknown_ids"] == {"42": 3}
+    for name in NAMES:
+        assert raw[name]["rgb.jpg"] == originals[name]
+    assert decoded[NAMES[1]]["seg"][15, 0] == 255 and decoded[NAMES[1]]["seg"][15, 20] == 13
+    assert [b["label"] for b in decoded[NAMES[0]]["boxes"]] == ["car", "person"]
+    assert "boxes.json" not in raw[NAMES[2]]

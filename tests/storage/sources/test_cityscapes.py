@@ -95,7 +95,7 @@ def test_bad_frames_name_the_file(cityscapes_root, save_image, random_rgb):
     _write_frame(root, save_image, random_rgb(H + 2, W, 6), "train", "zurich", 0, 2, labels, inst)
     fmt = get_format("cityscapes")
     frames = {f.key: f for f in fmt.discover(root, {"split": "train"})}
-    with pytest.raises(BadFrame, match="labelIds.png.*cannot read seg"):
+    with pytest.raises(BadFrame, match="labelIds.png.*missing seg file"):
         fmt.load(frames["zurich_000000_000001"])
     with pytest.raises(BadFrame, match="32x16 != image size 32x18"):
         fmt.load(frames["zurich_000000_000002"])
@@ -105,3 +105,21 @@ def test_mapping_table_is_json_and_complete():
     table = get_format("cityscapes").mapping_table()
     assert table["label_id_to_train_id"]["7"] == 0 and table["label_id_to_train_id"]["33"] == 18
     assert table["instance_class_to_detection"]["24"] == "person"
+
+
+def test_ingest_round_trip(cityscapes_root, ingest, save_image, random_rgb):
+    root, originals = cityscapes_root
+    _write_frame(root, save_image, random_rgb(H, W, 5), "train", "zurich", 0, 1)  # no labels: quarantined
+    version, raw, decoded = ingest(root, "cityscapes", {"split": "train"})
+    assert sorted(raw) == sorted(originals) and version.info["quarantined"] == 1
+    assert version.quarantine().to_pylist()[0]["reason"] == "missing seg file"
+    assert version.info["unknown_ids"] == {"40": 16 * len(originals)}
+    assert version.info["mapping_table"]["label_id_to_train_id"]["26"] == 13
+    for key, data in originals.items():
+        assert raw[key]["rgb.png"] == data  # original bytes preserved
+        sample = decoded[key]
+        assert sample["seg"][9, 5] == 13 and sample["seg"][15, 0] == 0 and sample["seg"][4, 0] == 255
+        assert sample["inst"][7, 21] == 24000
+        assert [(b["label"], b["bbox_xyxy"]) for b in sample["boxes"]] == [
+            ("person", [20, 6, 23, 14]), ("car", [2, 8, 10, 12])]
+        assert sample["meta"]["sha256"]["rgb.png"] == hashlib.sha256(data).hexdigest()
