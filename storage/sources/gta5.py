@@ -1,0 +1,81 @@
+"""GTA5 ("Playing for Data", Richter et al. 2016): game frames with Cityscapes-id label maps.
+
+Layout (``ROOT`` holds the unpacked ``NN_images.zip`` and ``NN_labels.zip`` parts)::
+
+    ROOT/images/{frame:05d}.png     the game frame
+    ROOT/labels/{frame:05d}.png     8-bit (palette-indexed) Cityscapes label ids 0..33
+
+Label ids map to trainIds through the taxonomy's Cityscapes table (the same ids as Cityscapes'
+``labelIds``); ids outside it become 255 and are counted as unknown. The dataset has no instance
+maps, so there are no boxes. A handful of the published frames have a label map of a different size
+than the image: those are bad frames (quarantined), never resized. Option ``split`` is not used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from sim2real.storage import schema
+from sim2real.storage.sources import convert
+from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.taxonomy import CITYSCAPES_LABELS
+
+#: GTA5 label id (= Cityscapes label id) → trainId.
+LABEL_TO_TRAIN: dict[int, int] = {label.id: label.train_id for label in CITYSCAPES_LABELS}
+IMAGE_EXTS = (".png", ".jpg", ".jpeg")
+
+
+@register_format("gta5")
+class Gta5Format:
+    """Importer of the GTA5 images/labels folders."""
+
+    name = "gta5"
+
+    def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
+        """Every image in ``images/`` (sorted by name) with its label map in ``labels/``."""
+        image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")
+        if not os.path.isdir(image_dir):
+            raise FileNotFoundError(f"{image_dir}: no such folder (gta5 expects images/ and labels/)")
+        frames = []
+        for entry in sorted(os.listdir(image_dir)):
+            stem, ext = os.path.splitext(entry)
+            if ext.lower() not in IMAGE_EXTS:
+                continue
+            files, extra = convert.present_files(
+                {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(label_dir, stem + ".png")})
+            frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
+        if not frames:
+            raise FileNotFoundError(f"{image_dir}: no images")
+        convert.check_unique_keys(frames, root)
+        return frames
+
+    def mapping_table(self) -> dict[str, Any]:
+        """Label id → trainId (Cityscapes' table)."""
+        return {"label_id_to_train_id": {str(k): v for k, v in sorted(LABEL_TO_TRAIN.items())}}
+
+    def load(self, frame: SourceFrame) -> LoadedFrame:
+        """Original image, trainId ``seg.png`` + the original label map as ``seg_src.png``, meta."""
+        key = frame.key
+        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
+        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
+        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
+        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
+        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
+        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
+        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
+        try:
+            train_ids, unknown = convert.map_ids(convert.single_channel(key, files["seg"], "seg", seg_image),
+                                                 LABEL_TO_TRAIN)
+        except ValueError as exc:
+            raise BadFrame(key, files["seg"], str(exc)) from None
+        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
+        stem = os.path.splitext(os.path.basename(files["rgb"]))[0]
+        meta = {
+            "source": self.name,
+            "frame": int(stem) if stem.isdigit() else stem,
+            "files": {role: os.path.basename(path) for role, path in sorted(files.items())},
+        }
+        members[schema.META] = convert.json_bytes(meta)
+        return LoadedFrame(members=members, unknown_ids=unknown)
