@@ -7,6 +7,7 @@ array, the trainId map, boxes and meta. URLs are plain paths for local roots; ob
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 from collections.abc import Callable, Iterable
@@ -27,8 +28,10 @@ def _gopen_fsspec(url: str, mode: str = "rb", bufsize: int = 8192, **_: Any) -> 
 
 def register_fsspec_schemes(schemes: Iterable[str] = ("s3", "gs", "gcs", "memory")) -> None:
     """Let webdataset open these URL schemes through fsspec (idempotent)."""
+    # ``wds.gopen`` is the function; the dispatch table lives in the module of the same name.
+    table = importlib.import_module("webdataset.gopen").gopen_schemes
     for scheme in schemes:
-        wds.gopen.gopen_schemes.setdefault(scheme, _gopen_fsspec)
+        table.setdefault(scheme, _gopen_fsspec)
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
