@@ -57,34 +57,12 @@ def read_detections(path: str) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: expected a list of frames")
     frames = {}
     for record in records:
-        labels = [_slim(label) for label in record.get("labels") or []]
+        labels = [convert.slim_box2d_label(label) for label in record.get("labels") or []]
         frames[str(record["name"])] = {"attributes": record.get("attributes") or {}, "labels": labels}
     return frames
 
 
-def _slim(label: dict[str, Any]) -> dict[str, Any]:
-    """Only what the importer uses (frames carry this in ``SourceFrame.extra``)."""
-    return {"id": label.get("id"), "category": label.get("category"), "box2d": label.get("box2d")}
 
-
-def convert_boxes(
-    labels: list[dict[str, Any]], size: tuple[int, int]
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Our boxes from BDD labels, and the dropped labels counted by category (or reason)."""
-    boxes, dropped = [], {}
-    for index, label in enumerate(labels, start=1):
-        category = str(label.get("category"))
-        box2d = label.get("box2d")
-        ours = CATEGORY_TO_DETECTION.get(category)
-        xyxy = None
-        if box2d:
-            xyxy = convert.box_from_inclusive(box2d["x1"], box2d["y1"], box2d["x2"], box2d["y2"], size)
-        if ours is None or xyxy is None:
-            reason = category if ours is None else ("no box2d" if not box2d else "box outside the image")
-            dropped[reason] = dropped.get(reason, 0) + 1
-            continue
-        boxes.append({"label": ours, "bbox_xyxy": xyxy, "instance": index, "source_id": str(label.get("id"))})
-    return boxes, dropped
 
 
 @register_format("bdd100k")
@@ -150,10 +128,10 @@ class Bdd100kFormat:
         if detection is None:
             meta["boxes"] = "absent: frame not in the detection file"
         else:
-            boxes, dropped = convert_boxes(list(detection["labels"]), rgb.size)
+            boxes, dropped = convert.boxes_from_box2d(detection["labels"], CATEGORY_TO_DETECTION, rgb.size)
             members[schema.BOXES] = convert.json_bytes(boxes)
             meta["dropped_boxes"] = dropped
-            conditions = ("weather", "timeofday", "scene")
-            meta.update({k: v for k, v in detection["attributes"].items() if k in conditions})
+            names = {"weather": "weather", "timeofday": "time_of_day", "scene": "scene"}
+            meta.update({names[k]: v for k, v in detection["attributes"].items() if k in names})
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)

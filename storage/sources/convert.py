@@ -165,6 +165,36 @@ def box_from_inclusive(x1: float, y1: float, x2: float, y2: float, size: tuple[i
     return [left, top, right, bottom]
 
 
+def slim_box2d_label(label: Mapping[str, Any]) -> dict[str, Any]:
+    """The parts of a Scalabel-style label (BDD100K, SHIFT) the importers use: id, category, box2d."""
+    return {"id": label.get("id"), "category": label.get("category"), "box2d": label.get("box2d")}
+
+
+def boxes_from_box2d(
+    labels: Iterable[Mapping[str, Any]], category_to_detection: Mapping[str, str], size: tuple[int, int]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Our boxes from Scalabel-style ``box2d`` labels (inclusive pixel coordinates).
+
+    ``instance`` is the label's 1-based position in the frame, ``source_id`` its own id. Labels of
+    other categories, without a box or with a box outside the image are dropped and counted by
+    category or reason.
+    """
+    boxes, dropped = [], {}
+    for index, label in enumerate(labels, start=1):
+        category, box2d = str(label.get("category")), label.get("box2d")
+        ours = category_to_detection.get(category)
+        xyxy = None
+        if box2d:
+            xyxy = box_from_inclusive(box2d["x1"], box2d["y1"], box2d["x2"], box2d["y2"], size)
+        if ours is None or xyxy is None:
+            reason = category if ours is None else ("no box2d" if not box2d else "box outside the image")
+            dropped[reason] = dropped.get(reason, 0) + 1
+            continue
+        boxes.append({"label": check_detection_label(ours), "bbox_xyxy": xyxy, "instance": index,
+                      "source_id": str(label.get("id"))})
+    return boxes, dropped
+
+
 def check_detection_label(label: str) -> str:
     """``label`` if it is a canonical detection class, else ``ValueError`` (a mapping-table bug)."""
     if label not in DETECTION_CLASSES:

@@ -69,7 +69,7 @@ def test_load_masks_boxes_and_bytes(bdd_root, decode_png, decode_json):
     ]
     meta = decode_json(first.members[schema.META])
     assert meta["dropped_boxes"] == {"traffic sign": 1, "box outside the image": 1}
-    assert meta["weather"] == "clear" and meta["source"] == "bdd100k"
+    assert meta["weather"] == "clear" and meta["time_of_day"] == "daytime" and meta["source"] == "bdd100k"
 
     seg = decode_png(second.members[schema.SEG])
     assert second.unknown_ids == {42: 3} and seg[15, 0] == 255 and seg[15, 20] == 13 and seg[0, 10] == 10
