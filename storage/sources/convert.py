@@ -36,6 +36,13 @@ def zip_location(archive: str, member: str) -> str:
     return f"zip://{member}::{archive}"
 
 
+def file_name(location: str) -> str:
+    """The base name of a file location (of the member, for a ``zip://member::archive`` URL)."""
+    if "::" in location:
+        location = location.split("::", 1)[0].split("://", 1)[-1]
+    return location.replace("\\", "/").rsplit("/", 1)[-1]
+
+
 def present_files(candidates: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
     """Split a frame's expected files into ``files`` (those on disk) and ``extra`` naming the missing.
 

@@ -1,0 +1,182 @@
+"""SHIFT (ETH VIS, CARLA-rendered): discrete-shift images, semantic masks and 2D boxes.
+
+Layout as the SHIFT download script writes it (``ROOT`` = the dataset root)::
+
+    ROOT/discrete/images/{split}/{view}/img.zip       {seq}/{frame:08d}_img_{view}.jpg
+    ROOT/discrete/images/{split}/{view}/semseg.zip    {seq}/{frame:08d}_semseg_{view}.png (class id in red)
+    ROOT/discrete/images/{split}/{view}/det_2d.json   Scalabel: {"frames": [{"name", "videoName",
+                                                      "attributes", "labels": [{"id", "category", "box2d"}]}]}
+
+``img/`` and ``semseg/`` folders (the zips unpacked in place) work the same, and ``ROOT`` may also be
+``discrete/images`` itself (``{split}/{view}/…``) or one view folder. Options: ``split`` (default
+``train``), ``view`` (default ``front``).
+
+SHIFT's 23 semantic classes are CARLA's tags before 0.9.14, mapped through ``CARLA_LEGACY_TAGS``
+(the one table, in ``carla.py``); "vehicle" is a single class there and becomes car. Boxes come from
+``det_2d.json`` (pedestrian → person; car, truck, bus, motorcycle, bicycle kept). Instance masks
+(``det_insseg_2d.json``, RLE) are not read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import zipfile
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from sim2real.storage import schema
+from sim2real.storage.sources import convert
+from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.carla import CARLA_LEGACY_TAGS, tag_table_json
+
+#: SHIFT semantic class id → trainId (CARLA's legacy tag table).
+CLASS_TO_TRAIN: dict[int, int] = {tag.tag: tag.train_id for tag in CARLA_LEGACY_TAGS}
+#: SHIFT det_2d category → our detection class.
+CATEGORY_TO_DETECTION: dict[str, str] = {
+    "pedestrian": "person",
+    "car": "car",
+    "truck": "truck",
+    "bus": "bus",
+    "motorcycle": "motorcycle",
+    "bicycle": "bicycle",
+}
+
+
+def find_view_dir(root: str, split: str, view: str) -> str:
+    """The folder holding ``img``/``img.zip`` for ``split``/``view`` (see the module layouts)."""
+    nested = os.path.join(root, "discrete", "images", split, view)
+    for base in (nested, os.path.join(root, split, view), root):
+        if any(os.path.exists(os.path.join(base, name)) for name in ("img", "img.zip")):
+            return base
+    raise FileNotFoundError(f"{root}: no SHIFT img/ or img.zip for split {split!r}, view {view!r}")
+
+
+class MemberIndex:
+    """The entries of a data group stored as ``{group}.zip`` or an unpacked ``{group}/`` folder."""
+
+    def __init__(self, view_dir: str, group: str) -> None:
+        self.archive = os.path.join(view_dir, f"{group}.zip")
+        self.folder = os.path.join(view_dir, group)
+        if os.path.isdir(self.folder):
+            self.names = {os.path.relpath(os.path.join(d, f), self.folder).replace(os.sep, "/")
+                          for d, _, files in os.walk(self.folder) for f in files}
+            self.is_zip = False
+        elif os.path.exists(self.archive):
+            with zipfile.ZipFile(self.archive) as archive:
+                self.names = {n for n in archive.namelist() if not n.endswith("/")}
+            self.is_zip = True
+        else:
+            self.names, self.is_zip = set(), False
+
+    def location(self, member: str) -> str:
+        """A readable location of ``member`` (a path, or a ``zip://…::…`` URL)."""
+        if self.is_zip:
+            return convert.zip_location(self.archive, member)
+        return os.path.join(self.folder, *member.split("/"))
+
+
+def read_det_2d(path: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """``det_2d.json`` as ``{(sequence, image name): {"attributes", "labels"}}``."""
+    try:
+        with open(path, "rb") as handle:
+            content = json.load(handle)
+    except ValueError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    records = content.get("frames", []) if isinstance(content, dict) else content
+    return {
+        (str(r.get("videoName", "")), str(r["name"])): {
+            "attributes": r.get("attributes") or {},
+            "labels": [convert.slim_box2d_label(label) for label in r.get("labels") or []],
+        }
+        for r in records
+    }
+
+
+@register_format("shift")
+class ShiftFormat:
+    """Importer of SHIFT discrete-shift camera images, semseg masks and det_2d boxes."""
+
+    name = "shift"
+
+    def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
+        """Every ``{seq}/{frame}_img_{view}.jpg`` of the view, sorted by sequence and frame."""
+        split, view = str(options.get("split") or "train"), str(options.get("view") or "front")
+        view_dir = find_view_dir(root, split, view)
+        images, masks = MemberIndex(view_dir, "img"), MemberIndex(view_dir, "semseg")
+        det_path = os.path.join(view_dir, "det_2d.json")
+        detections = read_det_2d(det_path) if os.path.exists(det_path) else None
+        pattern = re.compile(rf"([^/]+)/(\d+)_img_{re.escape(view)}\.(jpg|png)")
+        frames = []
+        for name in sorted(images.names):
+            match = pattern.fullmatch(name)
+            if not match:
+                continue
+            seq, number, _ = match.groups()
+            mask_name = f"{seq}/{number}_semseg_{view}.png"
+            files = {"rgb": images.location(name)}
+            extra: dict[str, Any] = {"split": split, "view": view, "sequence": seq, "frame": int(number)}
+            if mask_name in masks.names:
+                files["seg"] = masks.location(mask_name)
+            else:
+                extra["missing"] = {"seg": masks.location(mask_name)}
+            if detections is not None and (seq, os.path.basename(name)) in detections:
+                extra["detection"] = detections[(seq, os.path.basename(name))]
+            frames.append(SourceFrame(key=convert.sanitize_key(seq, number, view), files=files, extra=extra))
+        if not frames:
+            raise FileNotFoundError(f"{view_dir}: no *_img_{view}.jpg frames")
+        convert.check_unique_keys(frames, root)
+        return frames
+
+    def mapping_table(self) -> dict[str, Any]:
+        """Semantic class → trainId (CARLA legacy tags) and det_2d category → detection class."""
+        return {
+            "class_to_train_id": tag_table_json(CARLA_LEGACY_TAGS),
+            "category_to_detection": dict(sorted(CATEGORY_TO_DETECTION.items())),
+        }
+
+    def load(self, frame: SourceFrame) -> LoadedFrame:
+        """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, boxes from det_2d, meta."""
+        key = frame.key
+        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
+        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
+        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
+        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
+        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
+        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
+        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
+        if seg_image.mode in ("RGB", "RGBA"):
+            ids = np.asarray(seg_image)[..., 0].astype(np.int64)
+        else:
+            ids = convert.single_channel(key, files["seg"], "seg", seg_image)
+        try:
+            train_ids, unknown = convert.map_ids(ids, CLASS_TO_TRAIN)
+        except ValueError as exc:
+            raise BadFrame(key, files["seg"], str(exc)) from None
+        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
+        meta = self._meta(frame, files)
+        detection = frame.extra.get("detection")
+        if detection is None:
+            meta["boxes"] = "absent: frame not in det_2d.json"
+        else:
+            boxes, dropped = convert.boxes_from_box2d(detection["labels"], CATEGORY_TO_DETECTION, rgb.size)
+            members[schema.BOXES] = convert.json_bytes(boxes)
+            meta["dropped_boxes"] = dropped
+            meta["attributes"] = attributes = detection["attributes"]
+            meta["weather"] = attributes.get("weather_coarse")
+            meta["time_of_day"] = attributes.get("timeofday_coarse")
+        members[schema.META] = convert.json_bytes(meta)
+        return LoadedFrame(members=members, unknown_ids=unknown)
+
+    def _meta(self, frame: SourceFrame, files: Mapping[str, str]) -> dict[str, Any]:
+        extra = frame.extra
+        return {
+            "source": self.name,
+            "split": extra.get("split"),
+            "view": extra.get("view"),
+            "sequence": extra.get("sequence"),
+            "frame": extra.get("frame"),
+            "files": {role: convert.file_name(location) for role, location in sorted(files.items())},
+        }

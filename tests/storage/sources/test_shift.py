@@ -1,0 +1,110 @@
+"""SHIFT importer: generated discrete/images/{split}/front with img/semseg folders or zips + det_2d.json."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+from sim2real.storage import schema
+from sim2real.storage.sources.base import BadFrame, get_format
+
+H, W = 16, 32
+FRAMES = [("0123-4567", 0), ("0123-4567", 10), ("89ab-cdef", 0)]
+
+
+def _semseg() -> np.ndarray:
+    """SHIFT-style mask: class id in the red channel (legacy CARLA ids)."""
+    ids = np.full((H, W), 13, np.uint8)  # sky
+    ids[8:] = 7  # road
+    ids[13, :] = 6  # road line → road
+    ids[9:12, 3:9] = 10  # vehicle → car
+    ids[5:14, 24:26] = 4  # pedestrian → person
+    ids[0, :4] = 19  # static: known, ignored
+    ids[0, 4] = 40  # unknown
+    out = np.zeros((H, W, 3), np.uint8)
+    out[..., 0] = ids
+    return out
+
+
+def _det_frame(seq: str, number: int) -> dict:
+    return {
+        "name": f"{number:08d}_img_front.jpg", "videoName": seq, "frameIndex": number // 10,
+        "attributes": {"weather_coarse": "rainy", "timeofday_coarse": "night"},
+        "labels": [
+            {"id": "5", "category": "car", "box2d": {"x1": 3.0, "y1": 9.0, "x2": 8.0, "y2": 11.0}},
+            {"id": "6", "category": "pedestrian", "box2d": {"x1": 24.0, "y1": 5.0, "x2": 25.0, "y2": 13.0}},
+        ],
+    }
+
+
+def _encode(array: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def _write_view(view_dir: str, random_rgb, zipped: bool) -> dict[str, bytes]:
+    """Write img + semseg (folders or zips) and det_2d.json; the last frame has no mask."""
+    members = {}
+    originals = {}
+    for i, (seq, number) in enumerate(FRAMES):
+        data = _encode(random_rgb(H, W, i), "JPEG")
+        members[f"img/{seq}/{number:08d}_img_front.jpg"] = data
+        originals[f"{seq}_{number:08d}_front"] = data
+        if i < 2:
+            members[f"semseg/{seq}/{number:08d}_semseg_front.png"] = _encode(_semseg(), "PNG")
+    os.makedirs(view_dir, exist_ok=True)
+    for group in ("img", "semseg"):
+        group_members = {k.split("/", 1)[1]: v for k, v in members.items() if k.startswith(group + "/")}
+        if zipped:
+            with zipfile.ZipFile(os.path.join(view_dir, f"{group}.zip"), "w") as archive:
+                for name, data in sorted(group_members.items()):
+                    archive.writestr(name, data)
+        else:
+            for name, data in group_members.items():
+                os.makedirs(os.path.dirname(os.path.join(view_dir, group, name)), exist_ok=True)
+                with open(os.path.join(view_dir, group, name), "wb") as handle:
+                    handle.write(data)
+    with open(os.path.join(view_dir, "det_2d.json"), "w") as handle:
+        json.dump({"frames": [_det_frame(s, n) for s, n in FRAMES[:1]], "config": {}}, handle)
+    return originals
+
+
+@pytest.mark.parametrize("zipped", [False, True], ids=["folders", "zips"])
+def test_discover_and_load(tmp_path, random_rgb, decode_png, decode_json, zipped):
+    root = str(tmp_path / "SHIFT")
+    originals = _write_view(os.path.join(root, "discrete/images/val/front"), random_rgb, zipped)
+    fmt = get_format("shift")
+    frames = fmt.discover(root, {"split": "val"})
+    assert [f.key for f in frames] == sorted(originals)
+    loaded = fmt.load(frames[0])
+    seg = decode_png(loaded.members[schema.SEG])
+    assert seg[1, 10] == 10 and seg[15, 0] == 0 and seg[13, 20] == 0 and seg[10, 4] == 13 and seg[6, 24] == 11
+    assert seg[0, 0] == 255 and loaded.unknown_ids == {40: 1}
+    assert loaded.members[schema.RGB_JPG] == originals[frames[0].key]
+    assert decode_json(loaded.members[schema.BOXES]) == [
+        {"bbox_xyxy": [3, 9, 9, 12], "instance": 1, "label": "car", "source_id": "5"},
+        {"bbox_xyxy": [24, 5, 26, 14], "instance": 2, "label": "person", "source_id": "6"},
+    ]
+    meta = decode_json(loaded.members[schema.META])
+    assert (meta["sequence"], meta["frame"], meta["weather"]) == ("0123-4567", 0, "rainy")
+    assert meta["files"]["rgb"] == "00000000_img_front.jpg"
+    assert schema.BOXES not in fmt.load(frames[1]).members  # not in det_2d.json
+    with pytest.raises(BadFrame, match="00000000_semseg_front.png.*missing seg file"):
+        fmt.load(frames[2])
+
+
+def test_ingest_round_trip(tmp_path, random_rgb, ingest):
+    root = str(tmp_path / "shift_images")
+    originals = _write_view(os.path.join(root, "train/front"), random_rgb, zipped=False)
+    version, raw, decoded = ingest(root, "shift", {"split": "train"})
+    assert len(raw) == 2 and version.info["quarantined"] == 1 and version.info["unknown_ids"] == {"40": 2}
+    for key in raw:
+        assert raw[key]["rgb.jpg"] == originals[key]
+        assert decoded[key]["seg"][10, 4] == 13
+    assert [b["label"] for b in decoded["0123-4567_00000000_front"]["boxes"]] == ["car", "person"]
