@@ -249,7 +249,7 @@ def encode_png(array: np.ndarray) -> bytes:
 def encode_jpeg(rgb: np.ndarray) -> bytes:
     """JPEG bytes (quality ``JPEG_QUALITY``) of an RGB uint8 array."""
     buffer = io.BytesIO()
-    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY, subsampling=0)
     return buffer.getvalue()
 
 

@@ -287,6 +287,7 @@ def _sample_furniture(rng: np.random.Generator, street: Street) -> list[SceneObj
 def _vehicle(rng: np.random.Generator, kind: str, x: float, z: float,
              facing: str) -> tuple[SceneObject, float]:
     """A vehicle centred at lateral ``x`` whose nearest face is at depth ``z``; returns it and its length."""
+    parts: tuple[Part, ...]
     if kind == "car":
         w, length, h = rng.uniform(1.7, 1.9), rng.uniform(3.9, 4.7), rng.uniform(1.4, 1.6)
         parts = (box("car", ID["car"], x - w / 2, x + w / 2, 0.0, h, z, z + length),)

@@ -72,17 +72,22 @@ def _blur3(rgb: np.ndarray) -> np.ndarray:
     return 0.25 * p[:, :-2] + 0.5 * p[:, 1:-1] + 0.25 * p[:, 2:]
 
 
-def _daylight(scene: Scene, emissive: np.ndarray) -> np.ndarray:
-    """Per-pixel light multiplier for the time of day (lit lamps keep their own light)."""
-    if scene.time_of_day != "dusk":
-        return np.ones(emissive.shape + (3,), dtype=np.float32)
-    return np.where(emissive[..., None], np.float32(1.0), DUSK_LIGHT).astype(np.float32)
+def _apply_daylight(scene: Scene, lit: np.ndarray, emitted: np.ndarray, emissive: np.ndarray) -> np.ndarray:
+    """Dim ``lit`` for the time of day; lit lamps (``emissive``) keep their own colour from ``emitted``."""
+    if scene.time_of_day == "dusk":
+        lit = lit * DUSK_LIGHT
+    if emissive.any():
+        lit[emissive] = emitted[emissive]
+    return lit
+
+
+def _to_uint8(rgb: np.ndarray) -> np.ndarray:
+    return np.clip(rgb * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
 
 
 def finish_sim(scene: Scene, rgb: np.ndarray, emissive: np.ndarray) -> np.ndarray:
     """The clean game look: flat colours, only the time of day applied; uint8 H×W×3."""
-    out = rgb * _daylight(scene, emissive)
-    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return _to_uint8(_apply_daylight(scene, rgb.copy(), rgb, emissive))
 
 
 def finish_real(scene: Scene, rgb: np.ndarray, seg: np.ndarray, emissive: np.ndarray,
@@ -91,24 +96,19 @@ def finish_real(scene: Scene, rgb: np.ndarray, seg: np.ndarray, emissive: np.nda
     height, width = seg.shape
     coarse = _value_noise(rng, height, width, max(2.0, width / 24))
     coarse += 0.5 * _value_noise(rng, height, width, 2.0)
-    fine = rng.standard_normal((height, width)).astype(np.float32)
-    texture = 1.0 + COARSE_TEXTURE[seg] * coarse + FINE_TEXTURE[seg] * fine
-    veg = seg == TRAIN_ID_BY_NAME["vegetation"]
-    if veg.any():  # leaves vary in hue as well as in brightness
-        texture = texture[..., None] * np.ones(3, dtype=np.float32)
-        texture[veg, 1] += 0.08 * fine[veg]
-    else:
-        texture = texture[..., None]
+    fine = rng.standard_normal((height, width), dtype=np.float32)
     xn = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
     yn = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
     strength = 0.35 if scene.weather == "clear" else 0.12
     light = (1.0 + strength * scene.sun_side * xn)[None, :] * (1.0 - 0.1 * yn)[:, None]
-    lit = rgb * texture * light[..., None]
-    lit = np.where(emissive[..., None], rgb, lit) * _daylight(scene, emissive)
+    vignette = 1.0 - 0.7 * (xn[None, :] ** 2 + yn[:, None] ** 2)
+    gain = (1.0 + COARSE_TEXTURE[seg] * coarse + FINE_TEXTURE[seg] * fine) * light * vignette
+    lit = rgb * gain[..., None]
+    veg = seg == TRAIN_ID_BY_NAME["vegetation"]
+    lit[veg, 1] += 0.08 * fine[veg] * rgb[veg, 1]  # leaves vary in hue as well as in brightness
+    lit = _apply_daylight(scene, lit, rgb * vignette[..., None], emissive)
     if scene.weather == "overcast":  # flat light: less contrast
         lit = 0.85 * lit + 0.15 * lit.mean(axis=(0, 1), keepdims=True)
     lit = _blur3(lit)
-    vignette = 1.0 - 0.35 * (xn[None, :] ** 2 + yn[:, None] ** 2) * 2.0
-    lit = lit * vignette[..., None]
-    lit = lit + rng.normal(0.0, 0.012, lit.shape).astype(np.float32) + 0.01 * fine[..., None]
-    return np.clip(lit * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    lit += 0.012 * rng.standard_normal(lit.shape, dtype=np.float32) + 0.01 * fine[..., None]
+    return _to_uint8(lit)
