@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from collections.abc import Iterable, Iterator
@@ -26,7 +27,9 @@ class Progress:
         self.total = max(total, 1)
         self.done = 0
         self.description = description
-        self.artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
+        artifact_id = create_progress_artifact(progress=0.0, key=key, description=description)
+        assert not inspect.isawaitable(artifact_id), "Progress is used from synchronous flows only"
+        self.artifact_id = artifact_id
         self.bar = tqdm(
             total=total,
             desc=description,
