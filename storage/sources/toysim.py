@@ -44,8 +44,8 @@ JPEG_QUALITY = 90
 MAX_DEPTH_CM = 65535
 MIN_MARK_PIXELS = 3  # lane-mark pieces smaller than this are not listed in meta.json
 
-__all__ = ["ToySimConfig", "RenderedFrame", "sample_scene", "render_frame", "write_export", "frame_key",
-           "classes_spec"]
+__all__ = ["ToySimConfig", "RenderedFrame", "Scene", "sample_scene", "render_frame", "write_export",
+           "frame_key", "classes_spec"]
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,7 @@ def render_frame(config: ToySimConfig, index: int) -> RenderedFrame:
         "source": SOURCE_NAME, "style": config.style, "frame": index, "camera": "front",
         "sequence": f"{config.style}-s{config.seed}-q{index // SEQUENCE_FRAMES:04d}",
         "weather": scene.weather, "time_of_day": scene.time_of_day, "seed": config.seed,
-        "height": config.height, "width": config.width, "crossing_persons": crossing,
+        "height": config.height, "width": config.width, "crossing_persons": crossing, "depth_unit": "cm",
         **_fine_details(scene, canvas, drawn), "lane_marks": _lane_marks(scene, canvas, marks),
     }
     return RenderedFrame(rgb, canvas.seg, canvas.inst, depth, boxes, meta)

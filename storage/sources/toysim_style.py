@@ -15,6 +15,7 @@ from sim2real.storage.sources.toysim_scene import Scene
 from sim2real.storage.taxonomy import TRAIN_ID_BY_NAME
 
 CURB_M = 0.25  # width of the curb band on the sidewalk next to the road
+DETAIL_WIDTH = 256  # frame width at which grain and blur have full strength
 DUSK_LIGHT = np.array([0.62, 0.55, 0.6], dtype=np.float32)  # daylight left at dusk, per channel
 
 
@@ -64,12 +65,12 @@ def _value_noise(rng: np.random.Generator, height: int, width: int, cell: float)
     return top * (1 - fy) + bottom * fy
 
 
-def _blur3(rgb: np.ndarray) -> np.ndarray:
-    """A separable [1, 2, 1]/4 blur with edge replication."""
+def _blur3(rgb: np.ndarray, side: float) -> np.ndarray:
+    """A separable [side, 1 - 2 side, side] blur with edge replication (side 0.25 = binomial)."""
     p = np.pad(rgb, ((1, 1), (0, 0), (0, 0)), mode="edge")
-    rgb = 0.25 * p[:-2] + 0.5 * p[1:-1] + 0.25 * p[2:]
+    rgb = side * (p[:-2] + p[2:]) + (1 - 2 * side) * p[1:-1]
     p = np.pad(rgb, ((0, 0), (1, 1), (0, 0)), mode="edge")
-    return 0.25 * p[:, :-2] + 0.5 * p[:, 1:-1] + 0.25 * p[:, 2:]
+    return side * (p[:, :-2] + p[:, 2:]) + (1 - 2 * side) * p[:, 1:-1]
 
 
 def _apply_daylight(scene: Scene, lit: np.ndarray, emitted: np.ndarray, emissive: np.ndarray) -> np.ndarray:
@@ -94,9 +95,10 @@ def finish_real(scene: Scene, rgb: np.ndarray, seg: np.ndarray, emissive: np.nda
                 rng: np.random.Generator) -> np.ndarray:
     """The camera look: texture, lighting gradient, blur, vignetting, sensor noise; uint8 H×W×3."""
     height, width = seg.shape
+    detail = min(1.0, width / DETAIL_WIDTH)  # pixel-scale effects fade out in small frames
     coarse = _value_noise(rng, height, width, max(2.0, width / 24))
-    coarse += 0.5 * _value_noise(rng, height, width, 2.0)
-    fine = rng.standard_normal((height, width), dtype=np.float32)
+    coarse += 0.5 * detail * _value_noise(rng, height, width, 2.0)
+    fine = detail * rng.standard_normal((height, width), dtype=np.float32)
     xn = (np.arange(width, dtype=np.float32) + 0.5) / width - 0.5
     yn = (np.arange(height, dtype=np.float32) + 0.5) / height - 0.5
     strength = 0.35 if scene.weather == "clear" else 0.12
@@ -109,6 +111,6 @@ def finish_real(scene: Scene, rgb: np.ndarray, seg: np.ndarray, emissive: np.nda
     lit = _apply_daylight(scene, lit, rgb * vignette[..., None], emissive)
     if scene.weather == "overcast":  # flat light: less contrast
         lit = 0.85 * lit + 0.15 * lit.mean(axis=(0, 1), keepdims=True)
-    lit = _blur3(lit)
+    lit = _blur3(lit, 0.25 * detail)
     lit += 0.012 * rng.standard_normal(lit.shape, dtype=np.float32) + 0.01 * fine[..., None]
     return _to_uint8(lit)
