@@ -26,7 +26,7 @@ from typing import Any
 
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
-from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 #: Mask value → trainId: the masks are trainIds already.
@@ -106,24 +106,14 @@ class Bdd100kFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
-        key = frame.key
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
-        try:
-            train_ids, unknown = convert.map_ids(convert.single_channel(key, files["seg"], "seg", seg_image),
-                                                 MASK_TO_TRAIN)
-        except ValueError as exc:
-            raise BadFrame(key, files["seg"], str(exc)) from None
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, MASK_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=bool(unknown)))
 
-        meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"),
-                                "files": {role: os.path.basename(p) for role, p in sorted(files.items())}}
+        files = {role: os.path.basename(path) for role, path in sorted(frame.files.items())}
+        meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"), "files": files}
         detection = frame.extra.get("detection")
         if detection is None:
             meta["boxes"] = "absent: frame not in the detection file"

@@ -212,39 +212,24 @@ class CarlaFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + original ``seg_src.png``, instance members, meta."""
-        key = frame.key
         table = TAG_TABLES[frame.extra.get("tags", DEFAULT_TAGS)]
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
-        train_ids, unknown, used = semantic_tags(key, files["seg"], seg_image, table,
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        train_ids, unknown, used = semantic_tags(frame.key, frame.files["seg"], seg_image, table,
                                                  frame.extra.get("encoding", "auto"))
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         if "inst" in frame.files or "inst" in frame.extra.get("missing", {}):
-            files["inst"] = convert.require_file(frame, "inst")
-            members.update(self._instance(key, files["inst"], rgb.size, table))
-        stem = os.path.splitext(os.path.basename(files["rgb"]))[0]
+            _, inst_image = convert.load_label(frame, "inst", rgb.size)
+            inst_png, boxes_json = instance_members(frame.key, frame.files["inst"], inst_image, table)
+            members.update({schema.INST: inst_png, schema.BOXES: boxes_json})
+        stem = os.path.splitext(os.path.basename(frame.files["rgb"]))[0]
         meta = {
             "source": self.name,
             "sequence": frame.extra.get("sequence", ""),
             "frame": int(stem) if stem.isdigit() else stem,
             "carla_tags": frame.extra.get("tags", DEFAULT_TAGS),
             "label_encoding": used,
-            "files": {role: os.path.basename(path) for role, path in sorted(files.items())},
+            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
         }
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)
-
-    @staticmethod
-    def _instance(
-        key: str, location: str, size: tuple[int, int], table: tuple[CarlaTag, ...]
-    ) -> dict[str, bytes]:
-        data = convert.read_bytes(key, location, "inst")
-        image = convert.open_image(key, location, "inst", data)
-        convert.require_size(key, location, "inst", image, size)
-        inst_png, boxes_json = instance_members(key, location, image, table)
-        return {schema.INST: inst_png, schema.BOXES: boxes_json}

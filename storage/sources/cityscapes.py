@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
-from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS, DETECTION_CLASSES
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -97,28 +97,14 @@ class CityscapesFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original PNG, trainId ``seg.png`` (+ ``seg_src.png``), ``inst.png``, ``boxes.json``, meta."""
-        key = frame.key
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg", "inst")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
-        try:
-            train_ids, unknown = convert.map_ids(convert.single_channel(key, files["seg"], "seg", seg_image),
-                                                 LABEL_TO_TRAIN)
-        except ValueError as exc:
-            raise BadFrame(key, files["seg"], str(exc)) from None
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
 
-        inst_bytes = convert.read_bytes(key, files["inst"], "inst")
-        inst_image = convert.open_image(key, files["inst"], "inst", inst_bytes)
-        convert.require_size(key, files["inst"], "inst", inst_image, rgb.size)
-        inst = convert.single_channel(key, files["inst"], "inst", inst_image)
-        if int(inst.max(initial=0)) > np.iinfo(np.uint16).max:
-            raise BadFrame(key, files["inst"], f"instance id {int(inst.max())} does not fit 16 bits")
+        _, inst_image = convert.load_label(frame, "inst", rgb.size)
+        inst = convert.instance_ids(frame, "inst", inst_image)
         inst = np.where(inst >= INSTANCE_MIN, inst, 0).astype(np.uint16)
         boxes, dropped = instance_boxes(inst)
         members[schema.INST] = convert.encode_png(inst)

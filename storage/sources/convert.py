@@ -107,6 +107,41 @@ def single_channel(key: str, location: str, role: str, image: Image.Image) -> np
     raise BadFrame(key, location, f"{role} must be a one-channel id image, got mode {image.mode}")
 
 
+def load_camera(frame: SourceFrame) -> tuple[dict[str, bytes], Image.Image]:
+    """The frame's ``rgb.png``/``rgb.jpg`` member (the original bytes) and the decoded image."""
+    location = require_file(frame, "rgb")
+    data = read_bytes(frame.key, location, "rgb")
+    image = open_image(frame.key, location, "rgb", data)
+    return {rgb_member(frame.key, location, image): data}, image
+
+
+def load_label(frame: SourceFrame, role: str, size: tuple[int, int]) -> tuple[bytes, Image.Image]:
+    """A label file's bytes and decoded image; :class:`BadFrame` if missing, unreadable or mis-sized."""
+    location = require_file(frame, role)
+    data = read_bytes(frame.key, location, role)
+    image = open_image(frame.key, location, role, data)
+    require_size(frame.key, location, role, image, size)
+    return data, image
+
+
+def ids_to_train(
+    frame: SourceFrame, role: str, ids: np.ndarray, table: Mapping[int, int]
+) -> tuple[np.ndarray, dict[int, int]]:
+    """:func:`map_ids` for a frame's label file; an impossible (negative) id makes a bad frame."""
+    try:
+        return map_ids(ids, table)
+    except ValueError as exc:
+        raise BadFrame(frame.key, frame.files.get(role, role), str(exc)) from None
+
+
+def instance_ids(frame: SourceFrame, role: str, image: Image.Image) -> np.ndarray:
+    """A one-channel instance map as uint16; an id that does not fit 16 bits makes a bad frame."""
+    ids = single_channel(frame.key, frame.files[role], role, image)
+    if int(ids.max(initial=0)) > np.iinfo(np.uint16).max:
+        raise BadFrame(frame.key, frame.files[role], f"instance id {int(ids.max())} does not fit 16 bits")
+    return ids.astype(np.uint16)
+
+
 def channels_rgb(key: str, location: str, role: str, image: Image.Image) -> np.ndarray:
     """The H×W×3 uint8 colours of a label image stored as ``RGB``/``RGBA`` (alpha dropped)."""
     if image.mode not in ("RGB", "RGBA"):
@@ -186,7 +221,8 @@ def boxes_from_box2d(
     other categories, without a box or with a box outside the image are dropped and counted by
     category or reason.
     """
-    boxes, dropped = [], {}
+    boxes: list[dict[str, Any]] = []
+    dropped: dict[str, int] = {}
     for index, label in enumerate(labels, start=1):
         category, box2d = str(label.get("category")), label.get("box2d")
         ours = category_to_detection.get(category)

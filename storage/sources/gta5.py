@@ -19,7 +19,7 @@ from typing import Any
 
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
-from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS
 
 #: GTA5 label id (= Cityscapes label id) → trainId.
@@ -57,25 +57,16 @@ class Gta5Format:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + the original label map as ``seg_src.png``, meta."""
-        key = frame.key
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
-        try:
-            train_ids, unknown = convert.map_ids(convert.single_channel(key, files["seg"], "seg", seg_image),
-                                                 LABEL_TO_TRAIN)
-        except ValueError as exc:
-            raise BadFrame(key, files["seg"], str(exc)) from None
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
-        stem = os.path.splitext(os.path.basename(files["rgb"]))[0]
+        stem = os.path.splitext(os.path.basename(frame.files["rgb"]))[0]
         meta = {
             "source": self.name,
             "frame": int(stem) if stem.isdigit() else stem,
-            "files": {role: os.path.basename(path) for role, path in sorted(files.items())},
+            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
         }
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)

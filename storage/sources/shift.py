@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
-from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.sources.carla import CARLA_LEGACY_TAGS, tag_table_json
 
 #: SHIFT semantic class id → trainId (CARLA's legacy tag table).
@@ -139,24 +139,15 @@ class ShiftFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, boxes from det_2d, meta."""
-        key = frame.key
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         if seg_image.mode in ("RGB", "RGBA"):
             ids = np.asarray(seg_image)[..., 0].astype(np.int64)
         else:
-            ids = convert.single_channel(key, files["seg"], "seg", seg_image)
-        try:
-            train_ids, unknown = convert.map_ids(ids, CLASS_TO_TRAIN)
-        except ValueError as exc:
-            raise BadFrame(key, files["seg"], str(exc)) from None
+            ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, CLASS_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
-        meta = self._meta(frame, files)
+        meta = self._meta(frame)
         detection = frame.extra.get("detection")
         if detection is None:
             meta["boxes"] = "absent: frame not in det_2d.json"
@@ -170,7 +161,7 @@ class ShiftFormat:
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)
 
-    def _meta(self, frame: SourceFrame, files: Mapping[str, str]) -> dict[str, Any]:
+    def _meta(self, frame: SourceFrame) -> dict[str, Any]:
         extra = frame.extra
         return {
             "source": self.name,
@@ -178,5 +169,5 @@ class ShiftFormat:
             "view": extra.get("view"),
             "sequence": extra.get("sequence"),
             "frame": extra.get("frame"),
-            "files": {role: convert.file_name(location) for role, location in sorted(files.items())},
+            "files": {role: convert.file_name(location) for role, location in sorted(frame.files.items())},
         }

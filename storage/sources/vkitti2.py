@@ -27,7 +27,7 @@ from typing import Any
 
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
-from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import IGNORE_ID, TRAIN_ID_BY_NAME
 
 #: VKITTI2 class name → trainId.
@@ -92,7 +92,8 @@ def boxes_from_bbox_rows(
     rows: list[list[int]], tracks: Mapping[int, str], size: tuple[int, int]
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Our boxes from ``bbox.txt`` rows ``[track, left, right, top, bottom, pixels]``; drops counted."""
-    boxes, dropped = [], {}
+    boxes: list[dict[str, Any]] = []
+    dropped: dict[str, int] = {}
     for track, left, right, top, bottom, pixels in rows:
         label = LABEL_TO_DETECTION.get(tracks.get(track, ""))
         xyxy = convert.box_from_inclusive(left, top, right, bottom, size)
@@ -166,24 +167,18 @@ class Vkitti2Format:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, ``inst.png``, boxes, meta."""
-        key = frame.key
-        files = {role: convert.require_file(frame, role) for role in ("rgb", "seg")}
-        rgb_bytes = convert.read_bytes(key, files["rgb"], "rgb")
-        rgb = convert.open_image(key, files["rgb"], "rgb", rgb_bytes)
-        members = {convert.rgb_member(key, files["rgb"], rgb): rgb_bytes}
-        seg_bytes = convert.read_bytes(key, files["seg"], "seg")
-        seg_image = convert.open_image(key, files["seg"], "seg", seg_bytes)
-        convert.require_size(key, files["seg"], "seg", seg_image, rgb.size)
+        members, rgb = convert.load_camera(frame)
+        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         table = {tuple(rgb_value): CLASS_TO_TRAIN[name]
                  for name, rgb_value in frame.extra["colours"].items() if name in CLASS_TO_TRAIN}
-        colours = convert.channels_rgb(key, files["seg"], "seg", seg_image)
+        colours = convert.channels_rgb(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.map_colours(colours, table)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         tracks = {int(k): v for k, v in frame.extra.get("tracks", {}).items()}
         inst = None
         if "inst" in frame.files or "inst" in frame.extra.get("missing", {}):
-            files["inst"] = convert.require_file(frame, "inst")
-            inst = self._instance_map(key, files["inst"], rgb.size)
+            _, inst_image = convert.load_label(frame, "inst", rgb.size)
+            inst = convert.instance_ids(frame, "inst", inst_image)
             members[schema.INST] = convert.encode_png(inst)
         dropped: dict[str, int] = {}
         if "bbox_rows" in frame.extra:
@@ -192,20 +187,10 @@ class Vkitti2Format:
         elif inst is not None:
             label_of = {t + 1: LABEL_TO_DETECTION[v] for t, v in tracks.items() if v in LABEL_TO_DETECTION}
             members[schema.BOXES] = convert.json_bytes(convert.boxes_from_instances(inst, label_of))
-        members[schema.META] = convert.json_bytes(self._meta(frame, files, dropped))
+        members[schema.META] = convert.json_bytes(self._meta(frame, dropped))
         return LoadedFrame(members=members, unknown_ids=unknown)
 
-    @staticmethod
-    def _instance_map(key: str, location: str, size: tuple[int, int]) -> Any:
-        data = convert.read_bytes(key, location, "inst")
-        image = convert.open_image(key, location, "inst", data)
-        convert.require_size(key, location, "inst", image, size)
-        ids = convert.single_channel(key, location, "inst", image)
-        if int(ids.max(initial=0)) > 65535:
-            raise BadFrame(key, location, f"instance id {int(ids.max())} does not fit 16 bits")
-        return ids.astype("uint16")
-
-    def _meta(self, frame: SourceFrame, files: Mapping[str, str], dropped: dict[str, int]) -> dict[str, Any]:
+    def _meta(self, frame: SourceFrame, dropped: dict[str, int]) -> dict[str, Any]:
         extra = frame.extra
         return {
             "source": self.name,
@@ -215,5 +200,5 @@ class Vkitti2Format:
             "camera": extra["camera"],
             "frame": extra["frame"],
             "dropped_boxes": dropped,
-            "files": {role: os.path.basename(path) for role, path in sorted(files.items())},
+            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
         }
