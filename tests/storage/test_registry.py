@@ -1,0 +1,84 @@
+"""The translator registry: content ids, atomic commit, listing, integrity checks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sim2real.storage.registry import CARD_FILE, WEIGHTS_FILE, RegistryError, TranslatorRegistry
+
+
+def weights(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"a.weight": torch.randn(3, 4, generator=g), "a.steps": torch.arange(5)}
+
+
+def card(**extra) -> dict:
+    return {
+        "config": {"gen": {"dim": 8}},
+        "data": {"source": "sim@abc", "target": "real@def"},
+        "steps": 10,
+        "metrics": {"realism": 0.5},
+        "code_version": "0.1.0",
+        **extra,
+    }
+
+
+def test_save_read_round_trip(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    model_id = registry.save(weights(), card(created_at=1.0))
+    directory = tmp_path / "models" / "translators" / model_id
+    assert (directory / WEIGHTS_FILE).is_file() and (directory / CARD_FILE).is_file()
+    assert not [p for p in directory.iterdir() if ".tmp-" in p.name]
+    loaded, loaded_card = registry.read(model_id)
+    for name, tensor in weights().items():
+        assert torch.equal(loaded[name], tensor)
+    assert loaded_card["id"] == model_id and loaded_card["steps"] == 10
+    assert len(loaded_card["weights_sha256"]) == 64
+    assert registry.path(model_id) == str(directory)
+
+
+def test_id_is_a_content_hash(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    first = registry.save(weights(), card(created_at=1.0))
+    assert registry.save(weights(), card(created_at=2.0)) == first, "same content, same id (time ignored)"
+    assert registry.card(first)["created_at"] == 1.0, "a second save leaves the entry untouched"
+    assert registry.save(weights(seed=1), card()) != first
+    assert registry.save(weights(), card(steps=11)) != first
+    assert [c["id"] for c in registry.list()].count(first) == 1
+    assert len(registry.list()) == 3
+
+
+def test_uncommitted_entries_are_invisible_and_missing_ids_raise(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    half = tmp_path / "models" / "translators" / "deadbeef"
+    half.mkdir(parents=True)
+    (half / WEIGHTS_FILE).write_bytes(b"partial")
+    assert registry.list() == []
+    with pytest.raises(RegistryError, match="deadbeef"):
+        registry.read("deadbeef")
+    with pytest.raises(RegistryError, match="invalid"):
+        registry.path("../escape")
+
+
+def test_corrupted_weights_are_refused(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    model_id = registry.save(weights(), card())
+    path = tmp_path / "models" / "translators" / model_id / WEIGHTS_FILE
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match="does not match card"):
+        registry.read(model_id)
+    card_path = path.parent / CARD_FILE
+    card_path.write_text("{not json")
+    with pytest.raises(RegistryError, match="not valid JSON"):
+        registry.card(model_id)
+
+
+def test_card_is_plain_sorted_json(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    model_id = registry.save(weights(), card())
+    text = (tmp_path / "models" / "translators" / model_id / CARD_FILE).read_text()
+    assert json.loads(text)["data"] == {"source": "sim@abc", "target": "real@def"}
