@@ -184,14 +184,19 @@ def map_colours(
 
 def boxes_from_instances(inst: np.ndarray, label_of: Mapping[int, str]) -> list[dict[str, Any]]:
     """One box per instance id in ``label_of`` that has pixels: tight, ``x2``/``y2`` exclusive."""
-    boxes = []
-    for instance in sorted(label_of):
-        ys, xs = np.nonzero(inst == instance)
-        if xs.size == 0:
-            continue
-        xyxy = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-        boxes.append({"label": label_of[instance], "bbox_xyxy": xyxy, "instance": int(instance)})
-    return boxes
+    ys, xs = np.nonzero(np.isin(inst, np.fromiter(label_of, dtype=np.int64, count=len(label_of))))
+    if xs.size == 0:
+        return []
+    values = inst[ys, xs]
+    order = np.argsort(values, kind="stable")
+    values, ys, xs = values[order], ys[order], xs[order]
+    ids, starts = np.unique(values, return_index=True)
+    corners = (np.minimum.reduceat(xs, starts), np.minimum.reduceat(ys, starts),
+               np.maximum.reduceat(xs, starts) + 1, np.maximum.reduceat(ys, starts) + 1)
+    return [
+        {"label": label_of[int(i)], "bbox_xyxy": [int(c[n]) for c in corners], "instance": int(i)}
+        for n, i in enumerate(ids)
+    ]
 
 
 def box_from_inclusive(x1: float, y1: float, x2: float, y2: float, size: tuple[int, int]) -> list[int] | None:
