@@ -77,14 +77,8 @@ def _ingest(source_dir: str, fmt: str, options: dict[str, Any], root: str) -> tu
 
 
 @pytest.fixture
-def ingest(tmp_path, monkeypatch) -> Callable[..., tuple[Any, dict, dict]]:
+def ingest(tmp_path) -> Callable[..., tuple[Any, dict, dict]]:
     """``ingest(source_dir, fmt, options) -> (version, raw_by_key, decoded_by_key)`` into ``tmp_path``."""
-    from sim2real.storage import reader
-
-    try:  # TEMPORARY: reader.register_fsspec_schemes trips on webdataset 1.0.2 (wds.gopen is a function);
-        reader.register_fsspec_schemes()  # local shard paths do not need it, so skip it until fixed.
-    except AttributeError:
-        monkeypatch.setattr(reader, "register_fsspec_schemes", lambda *a, **k: None)
 
     def run(source_dir: str, fmt: str, options: dict[str, Any] | None = None) -> tuple[Any, dict, dict]:
         return _ingest(source_dir, fmt, options or {}, str(tmp_path / "store"))
