@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
 from sim2real.flows.cli import emit
 from sim2real.storage.versions import DatasetStore, default_root
 
@@ -23,6 +24,14 @@ def parse_size(size: str) -> tuple[int, int]:
     return height, width
 
 
+def parse_option(option: str) -> tuple[str, str]:
+    """``"KEY=VALUE"`` → (KEY, VALUE)."""
+    key, sep, value = option.partition("=")
+    if not sep or not key:
+        raise typer.BadParameter(f"option {option!r}: expected KEY=VALUE")
+    return key, value
+
+
 def toysim(
     out: Path = typer.Option(..., "--out", help="Export folder to write."),
     style: str = typer.Option("sim", "--style", help="sim (flat, clean) or real (textured, noisy, JPEG)."),
@@ -33,8 +42,9 @@ def toysim(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Render toy street scenes into a simulator-style export folder."""
-    from sim2real.storage.sources.toysim import ToySimConfig, write_export
     from tqdm import tqdm
+
+    from sim2real.storage.sources.toysim import ToySimConfig, write_export
 
     if style not in ("sim", "real"):
         raise typer.BadParameter(f"style {style!r}: choose sim or real")
@@ -52,11 +62,13 @@ def ingest(
     name: str = typer.Option(..., "--name", help="Dataset name (lowercase, digits, - and _)."),
     fmt: str = typer.Option("folder", "--format", help="Source format (folder, cityscapes, gta5, ...)."),
     split: str = typer.Option(None, "--split", help="Split for formats that have them (train, val, ...)."),
+    option: list[str] = typer.Option(None, "--option", help="Importer option KEY=VALUE (repeatable)."),
     max_shard_samples: int = typer.Option(1000, "--max-shard-samples", min=1),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Ingest a folder into a new dataset version (quarantining bad frames)."""
+    options = dict(parse_option(o) for o in option or [])
     from sim2real.flows.ingest import ingest_flow
     from sim2real.flows.runtime import run_quietly
 
@@ -67,12 +79,16 @@ def ingest(
         root=root or default_root(),
         format=fmt,
         split=split,
+        options=options,
         max_shard_samples=max_shard_samples,
     )
     human = (
         f"{result['name']}@{result['version']}: {result['samples']} samples, {result['shards']} shards, "
         f"{result['quarantined']} quarantined → {result['path']}"
     )
+    if result["unknown_ids"]:
+        counts = ", ".join(f"id {k}: {v} px" for k, v in list(result["unknown_ids"].items())[:10])
+        human += f"\nunknown source ids mapped to ignore (255): {counts}"
     emit(result, as_json, human)
 
 

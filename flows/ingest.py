@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
+
 from sim2real.flows.reporting import Progress, artifact_key, completed, table
 from sim2real.storage.ingest import IngestConfig
 from sim2real.storage.versions import DatasetStore, default_root
@@ -18,20 +19,22 @@ def ingest_flow(
     root: str | None = None,
     format: str = "folder",
     split: str | None = None,
+    options: dict[str, str] | None = None,
     max_shard_samples: int = 1000,
     max_shard_bytes: int = 512 * 2**20,
     exclude_versions: list[str] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source_dir`` as dataset ``name``; a version already committed is returned untouched.
 
+    ``options`` are importer options (e.g. ``{"tags": "0.9.13"}`` for CARLA; see FORMATS in the README).
     ``exclude_versions`` (``name@version`` refs) skips frames whose keys those versions already hold,
     so a nightly run ingests only the new frames.
     """
     logger = get_run_logger()
     root = root or default_root()
     store = DatasetStore(root)
-    options = {"split": split} if split else {}
-    config = IngestConfig(format, options, max_shard_samples, max_shard_bytes)
+    importer_options = {**(options or {}), **({"split": split} if split else {})}
+    config = IngestConfig(format, importer_options, max_shard_samples, max_shard_bytes)
     exclude = frozenset(
         k for ref in exclude_versions or [] for k in store.open(ref).manifest()["key"].to_pylist()
     )

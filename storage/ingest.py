@@ -8,19 +8,19 @@ and commits the version. The Prefect flow runs ``build_shard`` once per shard as
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import fsspec
+
+from sim2real import __version__
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
 from sim2real.storage.schema import SchemaError
 from sim2real.storage.shards import write_shard
 from sim2real.storage.sources.base import BadFrame, SourceFrame, get_format
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
-
-from sim2real import __version__
 
 SCHEMA_VERSION = 1
 
@@ -52,11 +52,14 @@ class IngestPlan:
 
 
 def _file_digest(path: str) -> tuple[str, int]:
+    """sha256 and size of a file: a local path or any fsspec URL (e.g. ``zip://member::archive.zip``)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    size = 0
+    with fsspec.open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest(), os.path.getsize(path)
+            size += len(block)
+    return digest.hexdigest(), size
 
 
 def split_into_shards(
@@ -86,7 +89,8 @@ def plan_ingest(
     paths = sorted({p for f in frames for p in f.files.values()})
     with ThreadPoolExecutor(max_workers=8) as pool:
         digests = dict(zip(paths, pool.map(_file_digest, paths), strict=True))
-    inputs = [[f.key, {role: digests[p][0] for role, p in sorted(f.files.items())}] for f in frames]
+    # `extra` carries per-frame records parsed from shared annotation files (boxes, colour tables).
+    inputs = [[f.key, {role: digests[p][0] for role, p in sorted(f.files.items())}, f.extra] for f in frames]
     config_payload = {k: v for k, v in asdict(config).items()}
     version = content_hash(
         {"kind": "ingest", "schema": SCHEMA_VERSION, "name": name, "config": config_payload, "inputs": inputs}

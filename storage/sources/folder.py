@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID, TRAIN_ID_BY_NAME
@@ -101,7 +102,8 @@ class FolderFormat:
 
     def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
         """Every frame stem found in any member folder; frames missing a member fail at load."""
-        self._read_classes(root)
+        classes = os.path.join(root, "classes.json")
+        self._read_classes(classes)
         stems: dict[str, dict[str, str]] = {}
         for role, exts in ROLE_DIRS.items():
             folder = os.path.join(root, role)
@@ -113,12 +115,9 @@ class FolderFormat:
                     stems.setdefault(stem, {})[role] = os.path.join(folder, entry)
         if not stems:
             raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
-        return [
-            SourceFrame(key=stem, files=files, extra={"root": root}) for stem, files in sorted(stems.items())
-        ]
+        return [SourceFrame(key=k, files={**files, "classes": classes}) for k, files in sorted(stems.items())]
 
-    def _read_classes(self, root: str) -> None:
-        path = os.path.join(root, "classes.json")
+    def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: missing classes.json (class id → name table)")
         with open(path, "rb") as handle:
@@ -144,10 +143,10 @@ class FolderFormat:
         if not schema.KEY_PATTERN.fullmatch(frame.key):
             self._bad_key(frame)
         if self._lut is None:
-            self._read_classes(frame.extra["root"])
+            self._read_classes(frame.files["classes"])
         for role in ("rgb", "seg"):
             if role not in frame.files:
-                some_file = next(iter(frame.files.values()))
+                some_file = next(p for r, p in frame.files.items() if r != "classes")
                 raise BadFrame(frame.key, some_file, f"missing member {role}/ for this frame")
         rgb_bytes = _read(frame, "rgb")
         rgb = decode_image(frame, "rgb", rgb_bytes)
