@@ -96,12 +96,13 @@ def list_formats() -> list[str]:
 
 
 def _load_builtin_formats() -> None:
-    # Importing the modules runs their @register_format decorators (explicit list, no scanning).
-    from sim2real.storage.sources import folder  # noqa: F401
-
-    for module in ("cityscapes", "bdd100k", "gta5", "carla", "vkitti2", "shift"):
-        try:
-            __import__(f"sim2real.storage.sources.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"sim2real.storage.sources.{module}":
-                raise
+    # Importing the modules runs their @register_format decorators (an explicit list, no scanning).
+    from sim2real.storage.sources import (  # noqa: F401
+        bdd100k,
+        carla,
+        cityscapes,
+        folder,
+        gta5,
+        shift,
+        vkitti2,
+    )
