@@ -14,11 +14,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import torch
-from sim2real.storage.taxonomy import DETECTION_CLASSES
 from torch import nn
+from torchvision import models as tv_models
 from torchvision.models.detection import FasterRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.backbone_utils import mobilenet_backbone, resnet_fpn_backbone
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+
+from sim2real.models.metrics.detection import DetectionMetrics, detection_metrics
+from sim2real.storage.taxonomy import DETECTION_CLASSES
 
 Targets = list[dict[str, torch.Tensor]]
 
@@ -30,10 +36,12 @@ class DetectorConfig:
     backbone: str = "resnet18_fpn"  # registry key: resnet18_fpn, resnet50_fpn, mobilenet_v3_large_fpn
     min_size: int = 128  # shorter image side after the model's internal resize (pixels)
     max_size: int = 256  # cap on the longer side after resize (pixels)
-    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)  # one per FPN level: 5 (resnet), 3 (mobilenet)
+    fpn_channels: int = 128  # channels of every pyramid level (torchvision's default is 256)
+    anchor_sizes: tuple[int, ...] = (8, 16, 32, 64, 128)  # one per FPN level: 5 (resnet), 4 (mobilenet)
     aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)  # anchor height/width ratios, the same on each level
     rpn_pre_nms_top_n: int = 500  # proposals kept before RPN NMS, per level (train and test)
     rpn_post_nms_top_n: int = 200  # proposals kept after RPN NMS (train and test)
+    box_head_dim: int = 256  # width of the two-layer box head (torchvision's default is 1024)
     box_batch_size_per_image: int = 128  # RoIs sampled per image for the box head loss
     box_score_thresh: float = 0.01  # keep low-score detections: AP needs the whole ranking
     box_detections_per_img: int = 100  # COCO's maxDets
@@ -59,12 +67,12 @@ class DetectorConfig:
         return values
 
 
-BackboneBuilder = Callable[[], nn.Module]
+BackboneBuilder = Callable[[int], BackboneWithFPN]
 _BACKBONES: dict[str, BackboneBuilder] = {}
 
 
 def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator adding an FPN backbone builder (result has ``out_channels``); refuses duplicates."""
+    """Decorator adding an FPN backbone builder (``fpn_channels -> BackboneWithFPN``); refuses duplicates."""
 
     def wrap(builder: BackboneBuilder) -> BackboneBuilder:
         if name in _BACKBONES:
@@ -75,63 +83,76 @@ def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]
     return wrap
 
 
-def get_backbone(name: str) -> nn.Module:
+def get_backbone(name: str, fpn_channels: int = 256) -> BackboneWithFPN:
     """Build the registered backbone ``name``; ``ValueError`` names an unknown one."""
     if name not in _BACKBONES:
         raise ValueError(f"unknown detector backbone {name!r}; known: {sorted(_BACKBONES)}")
-    return _BACKBONES[name]()
+    return _BACKBONES[name](fpn_channels)
 
 
-# Trained from scratch: plain BatchNorm (not frozen) and every stage trainable.
-@register_backbone("resnet18_fpn")
-def _resnet18_fpn() -> nn.Module:
-    return resnet_fpn_backbone(
-        backbone_name="resnet18", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
+# Trained from scratch: plain BatchNorm (torchvision's default BatchNorm2d, not frozen), all trainable.
+def _resnet_fpn(factory: Callable[..., nn.Module], fpn_channels: int) -> BackboneWithFPN:
+    net = factory(weights=None)
+    stage1 = net.fc.in_features // 8  # layer1 channels: 64 (basic blocks) or 256 (bottlenecks)
+    return BackboneWithFPN(
+        net,
+        return_layers={f"layer{k}": str(k - 1) for k in (1, 2, 3, 4)},
+        in_channels_list=[stage1, stage1 * 2, stage1 * 4, stage1 * 8],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
     )
+
+
+@register_backbone("resnet18_fpn")
+def _resnet18_fpn(fpn_channels: int) -> BackboneWithFPN:
+    return _resnet_fpn(tv_models.resnet18, fpn_channels)
 
 
 @register_backbone("resnet50_fpn")
-def _resnet50_fpn() -> nn.Module:
-    return resnet_fpn_backbone(
-        backbone_name="resnet50", weights=None, norm_layer=nn.BatchNorm2d, trainable_layers=5
-    )
+def _resnet50_fpn(fpn_channels: int) -> BackboneWithFPN:
+    return _resnet_fpn(tv_models.resnet50, fpn_channels)
 
 
 @register_backbone("mobilenet_v3_large_fpn")
-def _mobilenet_v3_large_fpn() -> nn.Module:
-    return mobilenet_backbone(
-        backbone_name="mobilenet_v3_large",
-        weights=None,
-        fpn=True,
-        norm_layer=nn.BatchNorm2d,
-        trainable_layers=6,
+def _mobilenet_v3_large_fpn(fpn_channels: int) -> BackboneWithFPN:
+    features = tv_models.mobilenet_v3_large(weights=None).features
+    # The last block of each stride (stride 8, 16 and 32 features) feeds the pyramid.
+    stage_ends = [i - 1 for i, block in enumerate(features) if getattr(block, "_is_cn", False)]
+    stage_ends = [*stage_ends[-2:], len(features) - 1]
+    return BackboneWithFPN(
+        features,
+        return_layers={str(index): str(level) for level, index in enumerate(stage_ends)},
+        in_channels_list=[features[i].out_channels for i in stage_ends],
+        out_channels=fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
     )
 
 
-def _feature_levels(backbone: nn.Module) -> int:
+def _feature_names(backbone: nn.Module) -> list[str]:
     with torch.no_grad():
         was_training = backbone.training
         backbone.eval()
-        levels = len(backbone(torch.zeros(1, 3, 64, 64)))
+        names = list(backbone(torch.zeros(1, 3, 64, 64)))
         backbone.train(was_training)
-    return levels
+    return names
 
 
 def build_detector(config: DetectorConfig) -> FasterRCNN:
     """A freshly initialised Faster R-CNN (random weights; nothing is downloaded)."""
-    backbone = get_backbone(config.backbone)
-    levels = _feature_levels(backbone)
-    if len(config.anchor_sizes) != levels:
+    backbone = get_backbone(config.backbone, config.fpn_channels)
+    names = _feature_names(backbone)
+    if len(config.anchor_sizes) != len(names):
         raise ValueError(
-            f"DetectorConfig.anchor_sizes: backbone {config.backbone!r} has {levels} feature levels, "
+            f"DetectorConfig.anchor_sizes: backbone {config.backbone!r} has {len(names)} feature levels, "
             f"got {len(config.anchor_sizes)} sizes"
         )
     anchors = AnchorGenerator(
-        sizes=tuple((size,) for size in config.anchor_sizes), aspect_ratios=(config.aspect_ratios,) * levels
+        sizes=tuple((size,) for size in config.anchor_sizes),
+        aspect_ratios=(config.aspect_ratios,) * len(names),
     )
+    roi_pool = MultiScaleRoIAlign([n for n in names if n != "pool"], output_size=7, sampling_ratio=2)
     model = FasterRCNN(
         backbone,
-        num_classes=config.num_classes,
         min_size=config.min_size,
         max_size=config.max_size,
         rpn_anchor_generator=anchors,
@@ -139,6 +160,9 @@ def build_detector(config: DetectorConfig) -> FasterRCNN:
         rpn_pre_nms_top_n_test=config.rpn_pre_nms_top_n,
         rpn_post_nms_top_n_train=config.rpn_post_nms_top_n,
         rpn_post_nms_top_n_test=config.rpn_post_nms_top_n,
+        box_roi_pool=roi_pool,
+        box_head=TwoMLPHead(config.fpn_channels * 7 * 7, config.box_head_dim),
+        box_predictor=FastRCNNPredictor(config.box_head_dim, config.num_classes),
         box_batch_size_per_image=config.box_batch_size_per_image,
         box_score_thresh=config.box_score_thresh,
         box_detections_per_img=config.box_detections_per_img,
@@ -192,6 +216,20 @@ def predict(model: nn.Module, images: list[torch.Tensor], device: torch.device |
     device = torch.device(device)
     outputs = model([image.to(device) for image in images])
     return [{key: value.cpu() for key, value in output.items()} for output in outputs]
+
+
+def evaluate(
+    model: nn.Module,
+    data_loader: Iterable[tuple[list[torch.Tensor], Targets]],
+    device: torch.device | str,
+) -> DetectionMetrics:
+    """COCO per-class AP/AP50 and means over the loader (see ``models.metrics.detection``)."""
+    ground_truth: Targets = []
+    predictions: Targets = []
+    for images, targets in data_loader:
+        predictions.extend(predict(model, images, device))
+        ground_truth.extend(targets)
+    return detection_metrics(ground_truth, predictions)
 
 
 def checkpoint_bytes(model: FasterRCNN, extra: dict | None = None) -> bytes:

@@ -13,12 +13,15 @@ import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 from torch import nn
 from torchvision import models as tv_models
 from torchvision.models._utils import IntermediateLayerGetter
+
+from sim2real.models.metrics.segmentation import confusion_matrix
+from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -257,6 +260,20 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str) 
     with torch.autocast(device.type, enabled=device.type == "cuda"):
         logits = model(images.to(device))
     return logits.argmax(dim=1).cpu()
+
+
+@torch.inference_mode()
+def evaluate(
+    model: nn.Module,
+    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device | str,
+) -> np.ndarray:
+    """Confusion matrix (classes × classes, int64; rows = target) over the loader, 255 ignored."""
+    num_classes = model.config.num_classes if isinstance(model, DeepLabV3Plus) else NUM_TRAIN_CLASSES
+    total = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for images, targets in data_loader:
+        total += confusion_matrix(predict(model, images, device), targets, num_classes=num_classes)
+    return total
 
 
 def checkpoint_bytes(model: DeepLabV3Plus, extra: dict | None = None) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sim2real.models.detector import (
     DetectorConfig,
     build_detector,
@@ -32,7 +33,7 @@ def _batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
 
 @pytest.mark.parametrize(
     ("backbone", "anchors"),
-    [("mobilenet_v3_large_fpn", (16, 32, 64)), ("resnet50_fpn", (8, 16, 32, 64, 128))],
+    [("mobilenet_v3_large_fpn", (8, 16, 32, 64)), ("resnet50_fpn", (8, 16, 32, 64, 128))],
 )
 def test_backbones_build_and_predict(backbone: str, anchors: tuple[int, ...]) -> None:
     model = build_detector(DetectorConfig(backbone=backbone, anchor_sizes=anchors, min_size=64, max_size=96))
@@ -43,7 +44,7 @@ def test_backbones_build_and_predict(backbone: str, anchors: tuple[int, ...]) ->
 
 
 def test_anchor_levels_and_unknown_backbone_are_checked() -> None:
-    with pytest.raises(ValueError, match="3 feature levels"):
+    with pytest.raises(ValueError, match="4 feature levels"):
         build_detector(DetectorConfig(backbone="mobilenet_v3_large_fpn"))
     with pytest.raises(ValueError, match="unknown detector backbone 'vgg'"):
         get_backbone("vgg")

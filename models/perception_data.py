@@ -1,0 +1,154 @@
+"""Decoded samples → perception tensors and batches; several versions mixed with given ratios.
+
+Input samples are what ``sim2real.storage.reader.decoded_samples`` yields (``rgb`` H×W×3 uint8,
+``seg`` H×W uint8 trainIds, ``boxes`` list of ``{"label", "bbox_xyxy", ...}``). Each step is a small
+generator so the caller (a Prefect task) chains them: streams → :func:`mix_streams` → batches.
+Randomness (mixing, flips) comes from explicit seeds, so a rerun sees the same batches.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sim2real.storage.taxonomy import DETECTION_CLASS_ID
+
+Sample = dict[str, Any]
+DetectionTarget = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FrameTensors:
+    """One frame as tensors: image 3×H×W float in [0, 1], seg H×W int64, boxes N×4, labels N."""
+
+    key: str
+    image: torch.Tensor
+    seg: torch.Tensor
+    boxes: torch.Tensor
+    labels: torch.Tensor
+
+
+def _boxes_from_json(boxes: Sequence[dict[str, Any]], key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Detection classes only (others, e.g. traffic signs, are not detection targets)."""
+    coords, labels = [], []
+    for box in boxes:
+        label = DETECTION_CLASS_ID.get(box.get("label", ""))
+        if label is None:
+            continue
+        try:
+            x1, y1, x2, y2 = (float(v) for v in box["bbox_xyxy"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"key {key!r}: boxes.json entry {box!r} has no valid bbox_xyxy") from exc
+        coords.append([x1, y1, x2, y2])
+        labels.append(label)
+    return (
+        torch.tensor(coords, dtype=torch.float32).reshape(-1, 4),
+        torch.tensor(labels, dtype=torch.int64),
+    )
+
+
+def to_tensors(
+    sample: Sample, image_size: tuple[int, int] | None = None, min_box_px: float = 1.0
+) -> FrameTensors:
+    """Convert a decoded sample; optionally resize to ``image_size`` (H, W), scaling boxes with it.
+
+    Boxes narrower or shorter than ``min_box_px`` after resizing are dropped (Faster R-CNN rejects them).
+    """
+    key = sample["__key__"]
+    image = torch.from_numpy(np.array(sample["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
+    seg = torch.from_numpy(np.array(sample["seg"], dtype=np.int64))
+    if seg.shape != image.shape[1:]:
+        raise ValueError(f"key {key!r}: seg is {tuple(seg.shape)} but rgb is {tuple(image.shape[1:])}")
+    boxes, labels = _boxes_from_json(sample.get("boxes", []), key)
+    if image_size is not None and tuple(image_size) != tuple(image.shape[1:]):
+        scale_y, scale_x = image_size[0] / image.shape[1], image_size[1] / image.shape[2]
+        image = F.interpolate(image[None], size=image_size, mode="bilinear", align_corners=False)[0]
+        seg = F.interpolate(seg[None, None].float(), size=image_size, mode="nearest")[0, 0].long()
+        boxes = boxes * torch.tensor([scale_x, scale_y, scale_x, scale_y])
+    height, width = image.shape[1:]
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+    keep = ((boxes[:, 2] - boxes[:, 0]) >= min_box_px) & ((boxes[:, 3] - boxes[:, 1]) >= min_box_px)
+    return FrameTensors(key, image.clamp(0, 1), seg, boxes[keep], labels[keep])
+
+
+def hflip(frame: FrameTensors) -> FrameTensors:
+    """Mirror a frame left–right (image, labels and boxes together)."""
+    width = frame.image.shape[-1]
+    boxes = frame.boxes.clone()
+    boxes[:, 0], boxes[:, 2] = width - frame.boxes[:, 2], width - frame.boxes[:, 0]
+    return FrameTensors(frame.key, frame.image.flip(-1), frame.seg.flip(-1), boxes, frame.labels)
+
+
+def mix_streams(
+    streams: Sequence[Iterable[Sample]], weights: Sequence[float], seed: int
+) -> Iterator[Sample]:
+    """Draw each next sample from stream ``i`` with probability ``weights[i]`` (normalised).
+
+    Stops when the chosen stream is exhausted; pass resampled (endless) streams for training.
+    """
+    if len(streams) != len(weights) or not streams:
+        raise ValueError(f"mix_streams: {len(streams)} streams but {len(weights)} weights")
+    if any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"mix_streams: weights must be >= 0 with a positive sum, got {list(weights)}")
+    rng = random.Random(seed)
+    iterators = [iter(stream) for stream in streams]
+    indices = list(range(len(iterators)))
+    while True:
+        choice = rng.choices(indices, weights=weights)[0]
+        try:
+            yield next(iterators[choice])
+        except StopIteration:
+            return
+
+
+def frames(
+    samples: Iterable[Sample],
+    image_size: tuple[int, int] | None,
+    flip_probability: float = 0.0,
+    seed: int = 0,
+    limit: int | None = None,
+) -> Iterator[FrameTensors]:
+    """Samples → :class:`FrameTensors`, randomly mirrored, at most ``limit`` of them."""
+    rng = random.Random(seed)
+    for count, sample in enumerate(samples):
+        if limit is not None and count >= limit:
+            return
+        frame = to_tensors(sample, image_size)
+        yield hflip(frame) if rng.random() < flip_probability else frame
+
+
+def _chunks(items: Iterable[FrameTensors], batch_size: int) -> Iterator[list[FrameTensors]]:
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunk: list[FrameTensors] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == batch_size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def segmentation_batches(
+    items: Iterable[FrameTensors], batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """``(images B×3×H×W, targets B×H×W int64 with 255 = ignore)``; frames must share one size."""
+    for chunk in _chunks(items, batch_size):
+        yield torch.stack([f.image for f in chunk]), torch.stack([f.seg for f in chunk])
+
+
+def detection_batches(
+    items: Iterable[FrameTensors], batch_size: int
+) -> Iterator[tuple[list[torch.Tensor], list[DetectionTarget]]]:
+    """``(images, targets)`` in torchvision's detection format (lists, one entry per image)."""
+    for chunk in _chunks(items, batch_size):
+        yield [f.image for f in chunk], [{"boxes": f.boxes, "labels": f.labels} for f in chunk]
+
