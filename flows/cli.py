@@ -16,7 +16,10 @@ app = typer.Typer(
 )
 
 # Explicit list of modules that define `register(app)`; add one line per area.
-_COMMAND_MODULES: tuple[str, ...] = ("sim2real.flows.cli_data",)
+_COMMAND_MODULES: tuple[str, ...] = (
+    "sim2real.flows.cli_data",
+    "sim2real.flows.cli_evaluate",
+)
 
 
 def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> None:

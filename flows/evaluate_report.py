@@ -47,13 +47,16 @@ def text_table(rows: Sequence[Mapping[str, Any]], abbreviate: int = 6) -> str:
     if not rows:
         return "(no rows)"
     columns = [c for c in rows[0] if c not in ("Arm", "Train", "Val")]
+    if len({r["Val"] for r in rows}) > 1:  # several validation versions: name each row's
+        rows = [{**r, "Arm": f"{r['Arm']} on {r['Val']}"} for r in rows]
     arm_width = max(len("Arm"), *(len(str(r["Arm"])) for r in rows))
     header = f"{'Arm':<{arm_width}} " + " ".join(f"{c[:abbreviate]:>{abbreviate}}" for c in columns)
     lines = [header, "-" * len(header)]
     for row in rows:
         cells = " ".join(f"{_cell(row[c]):>{abbreviate}}" for c in columns)
         lines.append(f"{row['Arm']:<{arm_width}} {cells}")
-    lines.append(f"Val: {rows[0]['Val']}; Train: " + "; ".join(f"{r['Arm']} = {r['Train']}" for r in rows))
+    vals = sorted({r["Val"] for r in rows})
+    lines.append(f"Val: {', '.join(vals)}; Train: " + "; ".join(f"{r['Arm']} = {r['Train']}" for r in rows))
     return "\n".join(lines)
 
 
