@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from prefect.events.clients import AssertingEventsClient
 from prefect.events.worker import EventsWorker
+
 from sim2real.flows import events
 
 

@@ -17,6 +17,7 @@ s3fs = pytest.importorskip("s3fs", reason="s3fs is not installed (pip install s3
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is not installed")
 
 import webdataset as wds  # noqa: E402
+
 from sim2real.flows.ingest import ingest_flow  # noqa: E402
 from sim2real.storage.reader import decoded_samples, register_fsspec_schemes  # noqa: E402
 from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402

@@ -1,0 +1,176 @@
+"""The nightly flow: new simulator frames → translated, gated, evaluated and (if good) promoted data.
+
+    ingest (only frames no version holds yet) → translate with the promoted translator
+    → quality gate (label fidelity, detail retention, realism) → retrain and evaluate → promote
+
+Each step is a subflow (``ingest``, ``translate``, ``retrain-and-evaluate``) or a task, so the UI shows
+them apart and each can be rerun on its own. A version that fails the gate stays committed, is not
+evaluated and not promoted; the run's summary artifact and ``gates/{version}.json`` say why.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, ConfigDict, Field
+
+from sim2real.flows.evaluate import TaskName, retrain_and_evaluate
+from sim2real.flows.events import evaluation_by_caller
+from sim2real.flows.ingest import ingest_flow
+from sim2real.flows.promotion import (
+    DEFAULT_ALIAS,
+    GateConfig,
+    QualityReport,
+    check_gate,
+    promote_version_task,
+    record_gate,
+    resolve_translator,
+)
+from sim2real.flows.reporting import artifact_key, table
+from sim2real.flows.translate import TranslateConfig, translate_flow
+from sim2real.models.metrics.translation import ReferenceSegmenterConfig, TranslationMetricsConfig
+from sim2real.models.translator_infer import resolve_device
+from sim2real.storage.sources.base import get_format
+from sim2real.storage.versions import DatasetStore, default_root
+from sim2real.tasks.quality import measure_quality
+
+
+class NightlyParams(BaseModel):
+    """What a night processes and the bar its data must clear (the deployment's parameter form)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source_dir: str = Field(description="simulator export folder; new frames are appended to it")
+    source_name: str = Field("sim", description="dataset name of the ingested simulator frames")
+    source_format: str = Field("folder", description="importer of the export (folder, carla, ...)")
+    real: str = Field(description="real training version, e.g. real@production")
+    val: str = Field(description="real validation version, e.g. real-val@production")
+    translator: str = Field(
+        DEFAULT_ALIAS, description="translator id or alias (production = the promoted one)"
+    )
+    translated_name: str | None = Field(None, description="dataset name of translations (SOURCE-translated)")
+    alias: str = Field(DEFAULT_ALIAS, description="alias pointed at a version that passes")
+    profile: str = Field("demo", description="retrain-and-evaluate profile: tiny, demo, full or a YAML path")
+    tasks: list[TaskName] = Field(default_factory=lambda: ["detection", "segmentation"], min_length=1)
+    gate: GateConfig = Field(default_factory=GateConfig)
+    quality: TranslationMetricsConfig = Field(
+        default_factory=lambda: TranslationMetricsConfig(
+            frames=32, segmenter=ReferenceSegmenterConfig(steps=200)
+        ),
+        description="frames scored for the gate and the reference segmenter's training budget",
+    )
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    max_shard_samples: int = Field(1000, ge=1)
+    root: str | None = Field(None, description="storage root URL (default $SIM2REAL_ROOT or ./data)")
+
+
+@task(name="find-new-frames", cache_policy=NO_CACHE)
+def find_new_frames(root: str, source_dir: str, name: str, source_format: str) -> dict[str, Any]:
+    """Keys in the export that no committed version of ``name`` holds, and those versions' refs."""
+    store = DatasetStore(root)
+    versions = [v.ref for v in store.list_versions(name)]
+    known = {key for ref in versions for key in store.open(ref).manifest()["key"].to_pylist()}
+    keys = [f.key for f in get_format(source_format).discover(source_dir, {}) if f.key not in known]
+    return {"new_keys": keys, "versions": versions}
+
+
+@task(name="retrain-gain", cache_policy=NO_CACHE)
+def retrain_gain(evaluation: dict[str, Any], extra_label: str) -> float | None:
+    """Mean over tasks of (real+extra − real-only) headline metric, in points; None when not comparable."""
+    by_task: dict[str, dict[str, float]] = {}
+    for arm in evaluation.get("arms", []):
+        summary = arm.get("summary") or {}
+        headline = summary.get("mAP", summary.get("mIoU"))
+        if headline is not None and not math.isnan(float(headline)):
+            by_task.setdefault(arm["task"], {})[arm["arm"]] = float(headline)
+    gains = [
+        arms[extra_label] - arms["real-only"]
+        for arms in by_task.values()
+        if {extra_label, "real-only"} <= set(arms)
+    ]
+    return sum(gains) / len(gains) if gains else None
+
+
+def publish_summary(result: dict[str, Any]) -> None:
+    """The night's outcome as a markdown artifact: what was made, the gate's checks and the decision."""
+    lines = [f"## Nightly {result['status']}", ""]
+    for label in ("ingested", "translated", "promoted"):
+        if result.get(label):
+            lines.append(f"- **{label}**: `{result[label]}`")
+    if result.get("reasons"):
+        lines += ["", "**Not promoted because:** " + "; ".join(result["reasons"])]
+    create_markdown_artifact(
+        "\n".join(lines), key=artifact_key("nightly", "summary"), description="Nightly outcome"
+    )
+
+
+@flow(name="nightly", flow_run_name="nightly-{params.source_name}")
+def nightly_flow(params: NightlyParams) -> dict[str, Any]:
+    """Ingest tonight's new frames, translate, gate, retrain/evaluate and promote (see module doc)."""
+    logger = get_run_logger()
+    root = params.root or default_root()
+    new = find_new_frames(root, params.source_dir, params.source_name, params.source_format)
+    if not new["new_keys"]:
+        logger.info("no new frames in %s: nothing to do", params.source_dir)
+        result = {"status": "no-new-frames", "new_frames": 0, "promoted": None, "reasons": []}
+        publish_summary(result)
+        return result
+    ingested = ingest_flow(
+        params.source_dir,
+        params.source_name,
+        root=root,
+        format=params.source_format,
+        max_shard_samples=params.max_shard_samples,
+        exclude_versions=new["versions"],
+    )
+    source_ref = f"{ingested['name']}@{ingested['version']}"
+    translator_id = resolve_translator(root, params.translator)
+    logger.info(
+        "%s: %d new frames; translating with translator %s", source_ref, ingested["samples"], translator_id
+    )
+    with evaluation_by_caller():  # this flow evaluates the version itself: the event trigger stands down
+        translated = translate_flow(
+            source_ref, translator_id, out_name=params.translated_name, root=root, config=params.translate
+        )
+    translated_ref = f"{translated['name']}@{translated['version']}"
+    result: dict[str, Any] = {
+        "status": "gated",
+        "new_frames": ingested["samples"],
+        "ingested": source_ref,
+        "translated": translated_ref,
+        "translator": translator_id,
+        "promoted": None,
+    }
+    device = str(resolve_device(params.translate.device))
+    metrics = measure_quality(root, translated_ref, params.real, params.val, params.quality, device)
+    report = QualityReport.from_translation_metrics(metrics)
+    decision = check_gate(report, params.gate)
+    if decision.passed:
+        evaluation = retrain_and_evaluate(
+            params.real,
+            params.val,
+            extras=[translated_ref],
+            tasks=params.tasks,
+            profile=params.profile,
+            root=root,
+        )
+        gain = retrain_gain(evaluation, f"real+{translated['name']}")
+        result["gain_points"] = gain
+        decision = check_gate(report, params.gate, gain_points=gain)
+    record_gate(root, translated_ref, report, decision)
+    table(artifact_key("nightly", "gate"), decision.checks, f"Quality gate of {translated_ref}")
+    result["gate"] = {"passed": decision.passed, "checks": decision.checks}
+    result["reasons"] = decision.reasons
+    if decision.passed:
+        promoted = promote_version_task(root, translated_ref, params.alias)
+        result.update(status="promoted", promoted=promoted["alias"], previous=promoted["previous"])
+        logger.info("promoted %s → %s", promoted["alias"], translated_ref)
+    else:
+        result["status"] = "not-promoted"
+        logger.warning("%s kept but not promoted: %s", translated_ref, decision.explain())
+    publish_summary(result)
+    return result

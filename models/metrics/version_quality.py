@@ -1,0 +1,118 @@
+"""Quality of a translated *version*: its stored frames against their source frames and real frames.
+
+The translator's own evaluation (``translation_eval.evaluate_translation``) scores a checkpoint on
+held-out frames it translates itself. The nightly gate asks a narrower question about the frames a
+version actually holds: given the same real-trained reference segmenter, how well do the translated
+frames keep their labels (label fidelity), their fine detail (edge agreement, lamp colours, sign
+digits) and how close do they come to real frames (realism distance), each next to the raw sim frames.
+The result has the same shape as ``evaluate_translation``'s, so one report reader serves both.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from sim2real.models.metrics.segmentation import confusion_matrix
+from sim2real.models.metrics.translation import (
+    TranslationMetricsConfig,
+    flip_matrix,
+    label_fidelity,
+    realism_distance,
+    summarize,
+)
+from sim2real.models.metrics.translation_detail import detail_readings, edge_agreement, retention_summary
+from sim2real.models.segmenter import predict
+from sim2real.models.translator.data import detail_mask
+
+Frame = Mapping[str, Any]  # a decoded sample: rgb (H×W×3 uint8), seg, meta
+
+
+def to_tensor(rgbs: Sequence[np.ndarray]) -> torch.Tensor:
+    """H×W×3 uint8 arrays of one size → N×3×H×W float in [0, 1]."""
+    return torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div(255.0)
+
+
+@torch.inference_mode()
+def segment(
+    segmenter: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+) -> torch.Tensor:
+    """Per-pixel trainIds for N×3×H×W images, ``batch_size`` at a time."""
+    return torch.cat(
+        [predict(segmenter, images[i : i + batch_size], device) for i in range(0, len(images), batch_size)]
+    )
+
+
+def image_set_scores(
+    images: Sequence[np.ndarray],
+    source: Sequence[Frame],
+    real_images: torch.Tensor,
+    segmenter: nn.Module,
+    config: TranslationMetricsConfig,
+    device: torch.device,
+    bitmaps: Mapping[int, np.ndarray],
+) -> dict[str, Any]:
+    """Fidelity against ``source`` labels, flips, realism against ``real_images`` and detail retention."""
+    tensor = to_tensor(images)
+    labels = np.stack([f["seg"] for f in source])
+    cm = confusion_matrix(segment(segmenter, tensor, device, config.batch_size), labels)
+    counts: Counter[str] = Counter()
+    edges = []
+    for rgb, frame in zip(images, source, strict=True):
+        meta = frame.get("meta", {})
+        counts.update(detail_readings(rgb, meta, bitmaps))
+        agreement = edge_agreement(frame["rgb"], rgb, detail_mask(frame["seg"], meta))
+        if agreement is not None:
+            edges.append(agreement)
+    fidelity = label_fidelity(cm)
+    return {
+        "miou": fidelity["miou"],
+        "fidelity": fidelity,
+        "flip_matrix": flip_matrix(cm),
+        **realism_distance(tensor, real_images, config.realism),
+        "detail": retention_summary(counts, edges),
+    }
+
+
+def score_translated_version(
+    translated: Sequence[Frame],
+    source: Sequence[Frame],
+    real: Sequence[Frame],
+    segmenter: nn.Module,
+    config: TranslationMetricsConfig,
+    device: torch.device | str,
+    digit_bitmaps: Mapping[int, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Translated frames vs the raw sim frames they came from (same keys, same order) and held-out real."""
+    if [f["__key__"] for f in translated] != [f["__key__"] for f in source]:
+        raise ValueError(
+            "score_translated_version: translated and source frames must have the same keys in order"
+        )
+    if not translated or not real:
+        raise ValueError(
+            f"score_translated_version: need frames (translated {len(translated)}, real {len(real)})"
+        )
+    device = torch.device(device)
+    bitmaps = digit_bitmaps or {}
+    real_images = to_tensor([f["rgb"] for f in real])
+    real_labels = np.stack([f["seg"] for f in real])
+    reference = label_fidelity(
+        confusion_matrix(segment(segmenter, real_images, device, config.batch_size), real_labels)
+    )
+    scored = {
+        name: image_set_scores(
+            [f["rgb"] for f in frames], source, real_images, segmenter, config, device, bitmaps
+        )
+        for name, frames in (("translated", translated), ("raw_sim", source))
+    }
+    return {
+        "summary": summarize(scored["translated"], scored["raw_sim"], float(reference["miou"])),
+        **scored,
+        "real_reference": reference,
+        "frames": {"sim": len(source), "real": len(real)},
+    }
