@@ -19,6 +19,8 @@ app = typer.Typer(
 _COMMAND_MODULES: tuple[str, ...] = (
     "sim2real.flows.cli_data",
     "sim2real.flows.cli_evaluate",
+    "sim2real.flows.cli_translate",
+    "sim2real.flows.cli_translator",
 )
 
 

@@ -1,0 +1,180 @@
+"""The translate flow: a source version + a registry translator → a translated version.
+
+One task per source shard. The version id covers the source version, the translator (id and weights
+sha256) and the settings that change output bytes (encoding, compute precision), so the same inputs
+give the same version: a committed version is returned untouched, and a rerun after a crash finds
+each finished shard's part record and translates only the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.futures import PrefectFuture
+from pydantic import BaseModel, ConfigDict, Field
+
+from sim2real.flows.events import emit_version_created
+from sim2real.flows.reporting import Progress, artifact_key, completed, table
+from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
+from sim2real.models.translator_infer import InferenceConfig, precision_for, resolve_device
+from sim2real.storage.translate_io import EncodeConfig, TranslatePlan
+from sim2real.storage.versions import DatasetStore, Version, default_root
+from sim2real.tasks import translate as translate_tasks
+
+
+class ShardsFailed(RuntimeError):
+    """Some shards failed after their retries; finished shards are kept for the rerun."""
+
+
+class TranslateConfig(BaseModel):
+    """Output encoding and throughput settings of a translate run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image_format: Literal["png", "jpg"] = Field(
+        default="png", description="format of the translated rgb member"
+    )
+    jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality (jpg only)")
+    png_compress_level: int = Field(default=6, ge=0, le=9, description="zlib level (png only)")
+    batch_size: int = Field(default=8, ge=1, description="frames per forward pass")
+    decode_workers: int = Field(default=1, ge=0, description="DataLoader worker processes decoding images")
+    prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
+    encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    gpu_slots: int = Field(default=1, ge=1, description="slots of the 'gpu' tag limit, created if absent")
+
+    def encode(self) -> EncodeConfig:
+        return EncodeConfig(self.image_format, self.jpeg_quality, self.png_compress_level)
+
+    def inference(self) -> InferenceConfig:
+        return InferenceConfig(self.batch_size, self.decode_workers, self.prefetch_batches)
+
+
+def version_config(config: TranslateConfig, device: Any) -> dict[str, Any]:
+    """The settings the version id covers: those that change output bytes (not batch or worker counts)."""
+    encode = config.encode()
+    return {
+        "image_format": encode.image_format,
+        "jpeg_quality": encode.jpeg_quality,
+        "png_compress_level": encode.png_compress_level,
+        "precision": precision_for(device),
+    }
+
+
+@flow(name="translate", flow_run_name="translate-{source}")
+def translate_flow(
+    source: str,
+    translator: str,
+    out_name: str | None = None,
+    root: str | None = None,
+    config: TranslateConfig = TranslateConfig(),  # noqa: B008 - frozen pydantic model, never mutated
+) -> dict[str, Any]:
+    """Translate ``source`` (``name@version``) with registry translator ``translator``."""
+    logger = get_run_logger()
+    root = root or default_root()
+    store = DatasetStore(root)
+    device = resolve_device(config.device)
+    out_name = out_name or f"{source.partition('@')[0]}-translated"
+    plan = translate_tasks.plan_translate(root, source, translator, out_name, version_config(config, device))
+    if store.exists(plan.name, plan.version):
+        logger.info("%s@%s is already committed; nothing to do", plan.name, plan.version)
+        version = store.open(f"{plan.name}@{plan.version}")
+        return summary(version, skipped_shards=len(version.info["shards"]), created=False)
+    shard_task = translate_tasks.translate_shard
+    if device.type == "cuda":
+        ensure_tag_limit(GPU_TAG, config.gpu_slots)
+        shard_task = shard_task.with_options(tags=[GPU_TAG])
+    futures = [
+        shard_task.submit(
+            root, plan, i, config.encode(), config.inference(), str(device), config.encode_threads
+        )
+        for i in range(len(plan.shard_urls))
+    ]
+    parts = wait_for_shards(futures, plan)
+    version = translate_tasks.commit_translation(root, plan, parts)
+    report(root, plan, version, parts)
+    emit_version_created(version, root)
+    skipped = sum(bool(p["skipped"]) for p in parts)
+    logger.info(
+        "committed %s: %d samples, %d shards (%d skipped)",
+        version.ref,
+        version.num_samples,
+        len(parts),
+        skipped,
+    )
+    return summary(version, skipped_shards=skipped, created=True)
+
+
+def wait_for_shards(
+    futures: list[PrefectFuture[dict[str, Any]]], plan: TranslatePlan
+) -> list[dict[str, Any]]:
+    """Wait for every shard (one failure does not stop the others), then raise if any failed."""
+    progress = Progress(
+        artifact_key("translate", plan.name, "progress"), len(futures), f"translate {plan.name}"
+    )
+    for future in completed(futures, progress):
+        future.wait()
+    failed = [i for i, future in enumerate(futures) if not future.state.is_completed()]
+    if failed:
+        raise ShardsFailed(
+            f"{plan.name}@{plan.version}: shards {failed} failed ({futures[failed[0]].state.message}); "
+            f"{len(futures) - len(failed)} finished shards are kept, rerun to translate the rest"
+        )
+    return [future.result() for future in futures]
+
+
+def report(root: str, plan: TranslatePlan, version: Version, parts: list[dict[str, Any]]) -> None:
+    """Summary table, quarantine table and a before/after image grid as Prefect artifacts."""
+    rows = [
+        {
+            "shard": p["shard"]["file"],
+            "source shard": p["source_shard"],
+            "samples": p["shard"]["nsamples"],
+            "quarantined": len(p["quarantine"]),
+            "skipped": p["skipped"],
+            "seconds": round(p["seconds"], 2),
+            "frames/s": round(p["shard"]["nsamples"] / p["seconds"], 1) if p["seconds"] else None,
+        }
+        for p in parts
+    ]
+    table(artifact_key("translate", plan.name, "shards"), rows, f"Shards of {version.ref} from {plan.source}")
+    quarantined = [row for p in parts for row in p["quarantine"]]
+    if quarantined:
+        table(
+            artifact_key("translate", plan.name, "quarantine"), quarantined, f"Quarantined in {version.ref}"
+        )
+        get_run_logger().warning(
+            "%d frame(s) quarantined: see %s/quarantine.parquet", len(quarantined), version.path
+        )
+    if version.num_samples:
+        grid = translate_tasks.preview_translation(root, plan.source, version.ref)
+        create_markdown_artifact(
+            f"### {plan.source} → {version.ref}\n\nLeft: source. Right: translated "
+            f"(translator `{plan.lineage.translator_id}`).\n\n"
+            f"![before/after](data:image/png;base64,{base64.b64encode(grid).decode()})\n",
+            key=artifact_key("translate", plan.name, "preview"),
+            description=f"Before/after frames of {version.ref}",
+        )
+
+
+def summary(version: Version, skipped_shards: int, created: bool) -> dict[str, Any]:
+    """The translate result as the CLI prints it."""
+    return {
+        "name": version.name,
+        "version": version.version,
+        "samples": version.num_samples,
+        "shards": len(version.info["shards"]),
+        "skipped_shards": skipped_shards,
+        "quarantined": int(version.info.get("quarantined", 0)),
+        "path": version.path,
+        "created": created,
+    }
+
+
+def run_translate(runner: RunnerConfig | None = None, **params: Any) -> dict[str, Any]:
+    """Run :func:`translate_flow` with the task runner ``runner`` describes (thread pool by default)."""
+    runner = runner or RunnerConfig()
+    return translate_flow.with_options(task_runner=build_task_runner(runner))(**params)

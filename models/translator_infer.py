@@ -1,0 +1,242 @@
+"""Batched, overlapped translation of one WebDataset shard: decode → device → forward → uint8 frames.
+
+Three stages run at once. DataLoader worker processes read the shard with stock ``webdataset``,
+group frames of equal size into batches and decode them (worker ``i`` of ``n`` takes batches
+``i, i + n, …``); the main process moves each pinned batch to the device (``non_blocking``) and runs the
+translator under ``torch.inference_mode()`` (AMP and ``channels_last`` on CUDA, inside
+``translate_batch``); the consumer encodes the yielded frames in its own threads. On CUDA, batch
+``i + 1`` is launched before batch ``i``'s pixels are collected, so the device does not wait on the
+host. Label members travel as raw bytes and are never decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import webdataset as wds
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from sim2real.models.translator.inference import translate_batch
+from sim2real.models.translator.training import autocast_for
+from sim2real.storage import schema
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Throughput knobs; none of them changes the translated pixels beyond float rounding."""
+
+    batch_size: int = 8  # frames per forward pass (frames of one size; others wait for their own batch)
+    decode_workers: int = 1  # DataLoader worker processes decoding images (0: decode in this process)
+    prefetch_batches: int = 2  # batches each worker decodes ahead
+    start_method: str | None = None  # multiprocessing start method of the workers (None: platform default)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.decode_workers < 0 or self.prefetch_batches < 1:
+            raise ValueError(f"inference config {self}: batch_size >= 1, decode_workers >= 0, prefetch >= 1")
+
+
+@dataclass(frozen=True)
+class TranslatedFrame:
+    """One source frame after translation (or the reason it could not be translated)."""
+
+    position: int  # index of the sample in the source shard
+    key: str
+    members: dict[str, bytes]  # the source members except the image, raw bytes
+    source_rgb_sha256: str | None
+    rgb: np.ndarray | None  # H×W×3 uint8 translated image
+    error: str | None = None
+
+
+@dataclass
+class DecodedBatch:
+    """Frames of one size decoded by a worker; ``images`` is B×3×H×W uint8 (None for a batch of failures)."""
+
+    positions: list[int]
+    keys: list[str]
+    members: list[dict[str, bytes]]
+    rgb_sha256: list[str | None]
+    images: torch.Tensor | None = None
+    errors: list[str] | None = None
+
+    def pin_memory(self) -> DecodedBatch:
+        """Called by the DataLoader's pin-memory thread (CUDA only)."""
+        return self if self.images is None else replace(self, images=self.images.pin_memory())
+
+
+def decode_frame(raw: dict[str, Any]) -> tuple[torch.Tensor, dict[str, bytes], str]:
+    """A raw webdataset sample → (3×H×W uint8 image, other members as bytes, sha256 of the image bytes).
+
+    Raises :class:`~sim2real.storage.schema.SchemaError` naming the shard, key and reason.
+    """
+    members = {k: v for k, v in raw.items() if not k.startswith("__")}
+    where = f"{raw.get('__url__')}: key {raw.get('__key__')!r}"
+    try:
+        rgb_name = schema.rgb_member(members)
+        data = members.pop(rgb_name)
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.array(image.convert("RGB"))
+    except Exception as exc:  # PIL raises many types for corrupt images
+        raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
+    return torch.from_numpy(array).permute(2, 0, 1), members, schema.sha256_hex(data)
+
+
+class ShardFrames(IterableDataset):
+    """Decoded frames of one shard in batches of equal size.
+
+    Every worker reads the whole shard and plans the same batches from the image headers (cheap, no
+    pixel decoding); worker ``i`` of ``n`` decodes batches ``i, i + n, …``. So which frames share a
+    batch, and hence the output bytes, do not depend on the number of workers.
+    """
+
+    def __init__(self, url: str, batch_size: int) -> None:
+        super().__init__()
+        self.url = url
+        self.batch_size = batch_size
+
+    def planned_batches(self) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+        """Groups of ``(position, raw sample)`` of equal image size, in the order they fill up."""
+        dataset = wds.WebDataset(
+            self.url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+        )
+        buckets: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
+        for position, raw in enumerate(dataset):
+            size = image_size(raw)
+            if size is None:  # no readable header: a batch of its own, which will fail to decode
+                yield [(position, raw)]
+                continue
+            bucket = buckets.setdefault(size, [])
+            bucket.append((position, raw))
+            if len(bucket) == self.batch_size:
+                yield buckets.pop(size)
+        yield from sorted(buckets.values(), key=lambda bucket: bucket[0][0])
+
+    def __iter__(self) -> Iterator[DecodedBatch]:
+        worker = get_worker_info()
+        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
+        for index, group in enumerate(self.planned_batches()):
+            if index % workers == worker_id:
+                yield from decode_group(group)
+
+
+def image_size(raw: dict[str, Any]) -> tuple[int, int] | None:
+    """(height, width) from the image header, or None when there is no readable image."""
+    try:
+        data = raw[schema.rgb_member([k for k in raw if not k.startswith("__")])]
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except Exception:  # decode_frame reports the reason
+        return None
+
+
+def decode_group(group: list[tuple[int, dict[str, Any]]]) -> Iterator[DecodedBatch]:
+    """Decode one planned batch: the frames that decode as one batch, each failure as its own."""
+    frames = []
+    for position, raw in group:
+        try:
+            image, other, sha = decode_frame(raw)
+        except schema.SchemaError as exc:
+            other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
+            yield DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[str(exc)])
+            continue
+        frames.append((position, raw["__key__"], image, other, sha))
+    if frames:
+        positions, keys, images, members, shas = zip(*frames, strict=True)
+        yield DecodedBatch(list(positions), list(keys), list(members), list(shas), images=torch.stack(images))
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # decoding is PIL work; leave the cores to the forward pass
+
+
+def shard_loader(url: str, config: InferenceConfig, pin_memory: bool) -> DataLoader:
+    """A DataLoader over one shard yielding :class:`DecodedBatch` (already batched by the workers)."""
+    workers = config.decode_workers
+    if workers and multiprocessing.current_process().daemon:
+        workers = 0  # daemonic processes (e.g. Dask worker processes) may not start children
+    return DataLoader(
+        ShardFrames(url, config.batch_size),
+        batch_size=None,
+        num_workers=workers,
+        pin_memory=pin_memory,
+        prefetch_factor=config.prefetch_batches if workers else None,
+        worker_init_fn=_worker_init if workers else None,
+        multiprocessing_context=config.start_method if workers else None,
+    )
+
+
+@dataclass
+class _InFlight:
+    batch: DecodedBatch
+    pixels: torch.Tensor  # B×H×W×3 uint8 on the host (filled asynchronously on CUDA)
+    done: Callable[[], None]
+
+
+@torch.inference_mode()
+def _launch(model: nn.Module, batch: DecodedBatch, device: torch.device) -> _InFlight:
+    assert batch.images is not None
+    images = batch.images.to(device, non_blocking=True).float().div_(255)
+    out = translate_batch(model, images)
+    pixels = out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    if device.type != "cuda":
+        return _InFlight(batch, pixels, lambda: None)
+    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+    host.copy_(pixels, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return _InFlight(batch, host, event.synchronize)
+
+
+def _collect(flight: _InFlight) -> Iterator[TranslatedFrame]:
+    flight.done()
+    pixels = flight.pixels.numpy()
+    batch = flight.batch
+    for i, key in enumerate(batch.keys):
+        yield TranslatedFrame(batch.positions[i], key, batch.members[i], batch.rgb_sha256[i], pixels[i])
+
+
+def _failures(batch: DecodedBatch) -> Iterator[TranslatedFrame]:
+    for i, key in enumerate(batch.keys):
+        error = batch.errors[i] if batch.errors else "not translated"
+        yield TranslatedFrame(batch.positions[i], key, batch.members[i], None, None, error)
+
+
+def translate_shard_frames(
+    model: nn.Module, url: str, config: InferenceConfig, device: torch.device | str
+) -> Iterator[TranslatedFrame]:
+    """Translate every frame of the shard at ``url``; frames come out in batch order, not shard order.
+
+    A frame whose image cannot be decoded comes out with ``rgb=None`` and the reason in ``error``.
+    """
+    device = torch.device(device)
+    in_flight: _InFlight | None = None
+    for batch in shard_loader(url, config, pin_memory=device.type == "cuda"):
+        if batch.images is None:
+            yield from _failures(batch)
+            continue
+        launched = _launch(model, batch, device)  # under inference_mode; not held across yields
+        if in_flight is not None:
+            yield from _collect(in_flight)
+        in_flight = launched
+    if in_flight is not None:
+        yield from _collect(in_flight)
+
+
+def precision_for(device: torch.device | str) -> str:
+    """The compute precision ``translate_batch`` uses on ``device`` (``fp32``, or the AMP dtype)."""
+    context = autocast_for(torch.device(device))
+    return str(context.fast_dtype).removeprefix("torch.") if isinstance(context, torch.autocast) else "fp32"
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

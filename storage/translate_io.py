@@ -1,0 +1,318 @@
+"""Translate: the storage side of turning a source version into a translated one (no torch, no Prefect).
+
+The torch pipeline (``sim2real.models.translator_infer``) yields one translated frame at a time: the
+key, the source sample's members as raw bytes, and the translated image as an H×W×3 uint8 array (or
+the reason it could not be translated). This module encodes those images in a thread pool while the
+pipeline keeps computing, copies the label members byte for byte, adds lineage to ``meta.json``,
+checks every label's sha256 against the source manifest and writes the shard with its part record.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from PIL import Image
+
+from sim2real import __version__
+from sim2real.storage import schema
+from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
+from sim2real.storage.shards import read_shard, write_shard
+from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
+
+SCHEMA_VERSION = 1
+
+
+class LabelMismatch(ValueError):
+    """A label member of a translated sample differs from the source manifest; names shard, key, member."""
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How translated images are stored. Encoding is deterministic: same pixels, same bytes."""
+
+    image_format: Literal["png", "jpg"] = "png"
+    jpeg_quality: int = 95  # libjpeg quality for ``jpg`` (1-95)
+    png_compress_level: int = 6  # zlib level for ``png`` (0-9); higher is smaller and slower
+
+    def __post_init__(self) -> None:
+        if self.image_format not in ("png", "jpg"):
+            raise ValueError(f"image_format {self.image_format!r}: choose 'png' or 'jpg'")
+        if not 1 <= self.jpeg_quality <= 95 or not 0 <= self.png_compress_level <= 9:
+            raise ValueError(f"encode config {self}: jpeg_quality in 1..95, png_compress_level in 0..9")
+
+    @property
+    def member(self) -> str:
+        """The output image member, ``rgb.png`` or ``rgb.jpg``."""
+        return schema.RGB_PNG if self.image_format == "png" else schema.RGB_JPG
+
+
+class TranslatedFrame(Protocol):
+    """What the inference pipeline yields per source frame."""
+
+    position: int  # index of the sample in the source shard
+    key: str
+    members: Mapping[str, bytes]  # the source sample's members except the image, raw bytes
+    source_rgb_sha256: str | None
+    rgb: np.ndarray | None  # H×W×3 uint8, None when the frame could not be translated
+    error: str | None
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """What each translated sample's ``meta.json`` records about where it came from."""
+
+    source_version: str  # name@version
+    translator_id: str
+    translator_weights_sha256: str
+
+    def meta(self, source_rgb_sha256: str | None) -> dict[str, Any]:
+        return {"translation": {**asdict(self), "source_rgb_sha256": source_rgb_sha256}}
+
+
+def encode_rgb(rgb: np.ndarray, config: EncodeConfig) -> bytes:
+    """H×W×3 uint8 → PNG or JPEG bytes (fixed settings, no timestamps: deterministic)."""
+    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
+    buffer = io.BytesIO()
+    if config.image_format == "png":
+        image.save(buffer, format="PNG", compress_level=config.png_compress_level, optimize=False)
+    else:
+        image.save(buffer, format="JPEG", quality=config.jpeg_quality, subsampling=0, optimize=False)
+    return buffer.getvalue()
+
+
+def translate_version_id(
+    source: str, translator_id: str, weights_sha256: str, config: Mapping[str, Any]
+) -> str:
+    """The translated version's id: content hash of source version, translator and output config."""
+    return content_hash(
+        {
+            "kind": "translate",
+            "schema": SCHEMA_VERSION,
+            "source": source,
+            "translator": {"id": translator_id, "weights_sha256": weights_sha256},
+            "config": dict(config),
+        }
+    )
+
+
+def source_rows_by_shard(source: Version) -> dict[str, dict[str, dict[str, Any]]]:
+    """The source manifest as ``{shard file: {key: row}}``."""
+    by_shard: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in source.manifest().to_pylist():
+        by_shard.setdefault(row["shard"], {})[row["key"]] = row
+    return by_shard
+
+
+def check_labels(shard: str, key: str, members: Mapping[str, bytes], source_row: Mapping[str, Any]) -> None:
+    """Raise :class:`LabelMismatch` unless every label member matches the source manifest's sha256."""
+    for member in schema.LABEL_MEMBERS:
+        expected = source_row.get(sha_column(member))
+        actual = schema.sha256_hex(members[member]) if member in members else None
+        if actual != expected:
+            raise LabelMismatch(
+                f"{shard}: key {key!r}: {member} sha256 {str(actual)[:12]} "
+                f"!= source manifest {str(expected)[:12]}"
+            )
+
+
+def translated_row(source_row: Mapping[str, Any], shard: str, members: Mapping[str, bytes]) -> dict[str, Any]:
+    """The manifest row of a translated sample: the source row (labels, counts) with new image and meta."""
+    row = dict(source_row)
+    row.update({column: None for column in (sha_column(m) for m in schema.RGB_MEMBERS)})
+    row.update(
+        shard=shard,
+        rgb_member=schema.rgb_member(members),
+        bytes=sum(len(v) for v in members.values()),
+    )
+    for name, data in members.items():
+        row[sha_column(name)] = schema.sha256_hex(data)
+    return row
+
+
+def _finish_sample(
+    frame: TranslatedFrame, rgb_bytes: bytes, config: EncodeConfig, lineage: Lineage
+) -> dict[str, bytes]:
+    members = {m: d for m, d in frame.members.items() if m not in schema.RGB_MEMBERS}
+    members[config.member] = rgb_bytes
+    return with_member_hashes(frame.key, members, lineage.meta(frame.source_rgb_sha256))
+
+
+def _quarantine_row(shard_url: str, frame: TranslatedFrame, reason: str) -> dict[str, str]:
+    return {"key": frame.key, "path": shard_url, "reason": reason}
+
+
+def write_translated_shard(
+    store: DatasetStore,
+    out: tuple[str, str, int],
+    frames: Iterable[TranslatedFrame],
+    source_shard: tuple[str, Mapping[str, Mapping[str, Any]]],
+    config: EncodeConfig,
+    lineage: Lineage,
+    encode_threads: int = 2,
+) -> dict[str, Any]:
+    """Encode, check and write shard ``out = (name, version, index)``; return its part record.
+
+    ``source_shard`` is ``(shard url, {key: source manifest row})``. Images are encoded in a pool of
+    ``encode_threads`` while ``frames`` keeps producing. Samples are written in source order. Frames
+    the pipeline could not translate are quarantined; a label that differs from the source manifest
+    raises :class:`LabelMismatch` before anything is written.
+    """
+    shard_url = source_shard[0]
+    quarantine: list[dict[str, str]] = []
+    pending: list[tuple[TranslatedFrame, Future[bytes]]] = []
+    with ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="encode") as pool:
+        for frame in frames:
+            if frame.rgb is None:
+                quarantine.append(_quarantine_row(shard_url, frame, frame.error or "not translated"))
+            else:
+                pending.append((frame, pool.submit(encode_rgb, frame.rgb, config)))
+        samples = []
+        for frame, encoded in sorted(pending, key=lambda item: item[0].position):
+            try:
+                members = _finish_sample(frame, encoded.result(), config, lineage)
+            except schema.SchemaError as exc:
+                quarantine.append(_quarantine_row(shard_url, frame, str(exc)))
+                continue
+            samples.append((frame.position, frame.key, members))
+    return _write_checked(store, out, samples, quarantine, source_shard)
+
+
+def _write_checked(
+    store: DatasetStore,
+    out: tuple[str, str, int],
+    samples: Sequence[tuple[int, str, dict[str, bytes]]],
+    quarantine: list[dict[str, str]],
+    source_shard: tuple[str, Mapping[str, Mapping[str, Any]]],
+) -> dict[str, Any]:
+    name, version, index = out
+    shard_url, source_rows = source_shard
+    shard_file = shard_file_name(name, index)
+    seen = [key for _, key, _ in samples] + [row["key"] for row in quarantine]
+    if sorted(seen) != sorted(source_rows):
+        missing = sorted(set(source_rows) - set(seen))[:5]
+        extra = sorted(set(seen) - set(source_rows))[:5]
+        raise LabelMismatch(
+            f"{shard_url}: samples differ from the source manifest: missing {missing}, extra {extra}"
+        )
+    rows = []
+    for _, key, members in samples:
+        check_labels(shard_file, key, members, source_rows[key])
+        rows.append(translated_row(source_rows[key], shard_file, members))
+    info = write_shard(store.fs, store.shard_path(name, version, index), ((k, m) for _, k, m in samples))
+    part = {
+        "shard": {"file": shard_file, "nsamples": info.nsamples, "filesize": info.filesize, "md5": info.md5},
+        "source_shard": shard_url.rsplit("/", 1)[-1],
+        "rows": rows,
+        "quarantine": quarantine,
+    }
+    store.write_json(store.part_path(name, version, index), part)
+    return part
+
+
+def read_part(store: DatasetStore, name: str, version: str, index: int) -> dict[str, Any] | None:
+    """The part record of a shard finished earlier (a rerun skips it), or None."""
+    path = store.part_path(name, version, index)
+    return store.read_json(path) if store.fs.exists(path) else None
+
+
+def commit_translation(
+    store: DatasetStore,
+    out: tuple[str, str],
+    source: Version,
+    lineage: Lineage,
+    config: Mapping[str, Any],
+    parts: Sequence[Mapping[str, Any]],
+) -> Version:
+    """Commit translated version ``out = (name, version)`` from its shard parts (``version.json`` last)."""
+    name, version = out
+    info = {
+        "kind": "translate",
+        "source": source.ref,
+        "translator": {"id": lineage.translator_id, "weights_sha256": lineage.translator_weights_sha256},
+        "config": dict(config),
+        "mapping_table": source.info.get("mapping_table", {}),
+        "code_version": __version__,
+        "schema_version": SCHEMA_VERSION,
+    }
+    source_quarantine = int(source.info.get("quarantined", 0))
+    if source_quarantine:
+        info["source_quarantined"] = source_quarantine
+    rows = [row for part in parts for row in part["rows"]]
+    return commit_version(store, name, version, parts, info, manifest_table(rows))
+
+
+@dataclass(frozen=True)
+class TranslatePlan:
+    """Everything a shard task needs, decided before any shard is translated."""
+
+    source: str  # the resolved source version, name@version
+    name: str
+    version: str
+    lineage: Lineage
+    config: Mapping[str, Any]  # the output-affecting settings the version id covers
+    shard_urls: tuple[str, ...]  # source shards; output shard i comes from source shard i
+
+
+def plan_translation(
+    store: DatasetStore,
+    source_ref: str,
+    translator_card: Mapping[str, Any],
+    out_name: str,
+    config: Mapping[str, Any],
+) -> TranslatePlan:
+    """Resolve the source and derive the translated version id from source, translator and ``config``."""
+    source = store.open(source_ref)
+    translator_id = str(translator_card["id"])
+    weights_sha256 = str(translator_card["weights_sha256"])
+    version = translate_version_id(source.ref, translator_id, weights_sha256, config)
+    lineage = Lineage(source.ref, translator_id, weights_sha256)
+    return TranslatePlan(source.ref, out_name, version, lineage, dict(config), tuple(source.shard_urls))
+
+
+def _thumbnail(data: bytes, width: int) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    height = max(1, round(image.height * width / image.width))
+    return image.resize((width, height), Image.Resampling.BILINEAR) if image.width > width else image
+
+
+def _images(
+    store: DatasetStore, shard_urls: Sequence[str], keys: set[str] | None, count: int
+) -> dict[str, bytes]:
+    """Image bytes of the given ``keys`` (or the first ``count`` samples) from the shards, in order."""
+    found: dict[str, bytes] = {}
+    for shard_url in shard_urls:
+        for key, members in read_shard(store.fs, shard_url):
+            if keys is None or key in keys:
+                found[key] = members[schema.rgb_member(members)]
+            if len(found) == (count if keys is None else len(keys)):
+                return found
+    return found
+
+
+def before_after_grid(
+    store: DatasetStore, source: Version, translated: Version, count: int = 4, max_width: int = 256
+) -> bytes:
+    """A PNG with up to ``count`` frames of ``translated``: source image left, translation right."""
+    after = _images(store, translated.shard_urls, None, count)
+    before = _images(store, source.shard_urls, set(after), count)
+    pairs = [
+        (_thumbnail(before[k], max_width), _thumbnail(after[k], max_width)) for k in after if k in before
+    ]
+    if not pairs:
+        raise ValueError(f"{translated.ref}: no frames to preview")
+    width = max(b.width for b, _ in pairs)
+    grid = Image.new("RGB", (2 * width + 4, sum(b.height + 4 for b, _ in pairs)), (255, 255, 255))
+    top = 0
+    for left_image, right_image in pairs:
+        grid.paste(left_image, (0, top))
+        grid.paste(right_image, (width + 4, top))
+        top += left_image.height + 4
+    buffer = io.BytesIO()
+    grid.save(buffer, format="PNG")
+    return buffer.getvalue()

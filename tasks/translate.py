@@ -1,0 +1,101 @@
+"""Prefect tasks of the translate flow: thin wrappers over ``storage.translate_io`` and the torch pipeline.
+
+Tasks take references (root URL, plan, shard index) and return small dicts; images never pass
+through Prefect. A worker loads each translator once and keeps it for the shards that follow.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from sim2real.models.translator.checkpoint import load_translator
+from sim2real.models.translator.model import Translator
+from sim2real.models.translator_infer import InferenceConfig, translate_shard_frames
+from sim2real.storage import translate_io
+from sim2real.storage.reader import register_fsspec_schemes
+from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.versions import DatasetStore, Version
+
+
+@functools.lru_cache(maxsize=2)
+def cached_translator(root: str, translator_id: str, device: str) -> Translator:
+    """The registry's translator ``translator_id`` in eval mode on ``device``, loaded once per process."""
+    model, _ = load_translator(TranslatorRegistry(root), translator_id, device)
+    return model
+
+
+@task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def plan_translate(
+    root: str, source: str, translator_id: str, out_name: str, config: Mapping[str, Any]
+) -> translate_io.TranslatePlan:
+    """Resolve source and translator, derive the translated version id."""
+    card = TranslatorRegistry(root).card(translator_id)
+    return translate_io.plan_translation(DatasetStore(root), source, card, out_name, config)
+
+
+@task(
+    name="translate-shard",
+    cache_policy=NO_CACHE,
+    task_run_name="translate-shard-{index:06d}",
+    retries=2,
+    retry_delay_seconds=1,
+)
+def translate_shard(
+    root: str,
+    plan: translate_io.TranslatePlan,
+    index: int,
+    encode: translate_io.EncodeConfig,
+    inference: InferenceConfig,
+    device: str,
+    encode_threads: int = 2,
+) -> dict[str, Any]:
+    """Translate source shard ``index`` into output shard ``index``; a shard done before is skipped.
+
+    Returns the part record plus ``skipped`` and ``seconds``.
+    """
+    started = time.perf_counter()
+    store = DatasetStore(root)
+    part = translate_io.read_part(store, plan.name, plan.version, index)
+    if part is not None:
+        return {**part, "skipped": True, "seconds": 0.0}
+    register_fsspec_schemes()
+    url = plan.shard_urls[index]
+    source_rows = translate_io.source_rows_by_shard(store.open(plan.source)).get(url.rsplit("/", 1)[-1], {})
+    model = cached_translator(root, plan.lineage.translator_id, str(torch.device(device)))
+    frames = translate_shard_frames(model, url, inference, device)
+    part = translate_io.write_translated_shard(
+        store,
+        (plan.name, plan.version, index),
+        frames,
+        (url, source_rows),
+        encode,
+        plan.lineage,
+        encode_threads,
+    )
+    return {**part, "skipped": False, "seconds": time.perf_counter() - started}
+
+
+@task(name="commit-translation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
+def commit_translation(
+    root: str, plan: translate_io.TranslatePlan, parts: Sequence[Mapping[str, Any]]
+) -> Version:
+    """Write manifest, index and, last, version.json of the translated version."""
+    store = DatasetStore(root)
+    records = [{k: v for k, v in part.items() if k not in ("skipped", "seconds")} for part in parts]
+    return translate_io.commit_translation(
+        store, (plan.name, plan.version), store.open(plan.source), plan.lineage, plan.config, records
+    )
+
+
+@task(name="preview-translation", cache_policy=NO_CACHE)
+def preview_translation(root: str, source: str, translated: str, count: int = 4) -> bytes:
+    """A PNG grid of source (left) and translated (right) frames."""
+    store = DatasetStore(root)
+    return translate_io.before_after_grid(store, store.open(source), store.open(translated), count)

@@ -1,0 +1,76 @@
+"""``sim2real translate`` as a user runs it: JSON result, stock webdataset reads the output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import webdataset as wds
+
+from sim2real.models.translator.checkpoint import translator_weights
+from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.model import build_translator
+from sim2real.storage import ingest
+from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.sources.toysim import ToySimConfig, write_export
+from sim2real.storage.versions import DatasetStore
+
+CLI = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def source_and_translator(tmp_path: Path) -> tuple[str, str, str]:
+    """Ingest 5 toy frames without Prefect and save a fresh tiny translator; return root, ref, id."""
+    root = str(tmp_path / "root")
+    write_export(tmp_path / "export", ToySimConfig(style="sim", height=24, width=40, seed=2), 5)
+    store = DatasetStore(root)
+    plan = ingest.plan_ingest(str(tmp_path / "export"), "sim", ingest.IngestConfig(max_shard_samples=3))
+    parts = [
+        ingest.build_shard(store, "sim", plan.version, "folder", i, f) for i, f in enumerate(plan.shards)
+    ]
+    version = ingest.commit_ingest(store, plan, parts)
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    torch.manual_seed(0)
+    model_id = TranslatorRegistry(root).save(
+        translator_weights(build_translator(config)), {"config": config.model_dump(mode="json")}
+    )
+    return root, version.ref, model_id
+
+
+def test_cli_translate_json(tmp_path: Path):
+    root, ref, model_id = source_and_translator(tmp_path)
+    env = {**os.environ, "SIM2REAL_ROOT": root}
+    args = ["translate", "sim@latest", "--translator", model_id, "--batch-size", "2", "--format", "jpg"]
+    done = run(*args, "--device", "cpu", "--json", env=env)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert set(result) >= {"name", "version", "samples", "shards", "skipped_shards", "path"}
+    assert (result["name"], result["samples"], result["shards"], result["skipped_shards"]) == (
+        "sim-translated",
+        5,
+        2,
+        0,
+    )
+    assert "Traceback" not in done.stderr
+    samples = list(
+        wds.WebDataset(f"{result['path']}/shards/sim-translated-{{000000..000001}}.tar", shardshuffle=False)
+    )
+    assert len(samples) == 5 and all("rgb.jpg" in s and "rgb.png" not in s for s in samples)
+    assert json.loads(samples[0]["meta.json"])["translation"]["source_version"] == ref
+
+    bad = run("translate", "sim@latest", "--translator", model_id, "--runner", "spark", env=env)
+    assert bad.returncode == 2 and "runner 'spark'" in bad.stderr
+    missing = run("translate", "sim@nope", "--translator", model_id, env=env)
+    assert missing.returncode == 2 and "error: sim@nope" in missing.stderr
+    unknown = run("translate", "sim@latest", "--translator", "0000", env=env)
+    assert unknown.returncode == 2 and "no translators entry '0000'" in unknown.stderr

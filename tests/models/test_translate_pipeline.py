@@ -1,0 +1,191 @@
+"""The shard translation pipeline: decode workers, batching by size, labels as raw bytes, checked writes."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.inference import translate_batch
+from sim2real.models.translator.model import build_translator
+from sim2real.models.translator_infer import InferenceConfig, TranslatedFrame, translate_shard_frames
+from sim2real.storage import schema
+from sim2real.storage.manifest import manifest_row, with_member_hashes
+from sim2real.storage.shards import read_shard, write_shard
+from sim2real.storage.translate_io import (
+    EncodeConfig,
+    LabelMismatch,
+    Lineage,
+    encode_rgb,
+    write_translated_shard,
+)
+from sim2real.storage.versions import DatasetStore
+
+SIZES = [(24, 40), (32, 48), (24, 40), (24, 40), (32, 48), (24, 40), (24, 40), (32, 48)]
+BAD = {3: "truncated", 6: "garbage"}
+LINEAGE = Lineage("toy@v0", "t123", "w456")
+
+
+def png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sample(index: int, size: tuple[int, int], rng: np.random.Generator) -> tuple[str, dict[str, bytes]]:
+    rgb = png(rng.integers(0, 256, (*size, 3), dtype=np.uint8))
+    if BAD.get(index) == "truncated":
+        rgb = rgb[:60]  # header readable, pixels missing
+    elif BAD.get(index) == "garbage":
+        rgb = b"not an image at all"
+    members = {
+        "rgb.png": rgb,
+        "seg.png": png(rng.integers(0, 19, size, dtype=np.uint8)),
+        "boxes.json": b"[]",
+        "meta.json": json.dumps({"frame": index}).encode(),
+    }
+    key = f"frame-{index:03d}"
+    return key, with_member_hashes(key, members)
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetStore, str, dict[str, dict]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    store = DatasetStore(str(root))
+    rng = np.random.default_rng(0)
+    samples = [sample(i, size, rng) for i, size in enumerate(SIZES)]
+    url = f"{root}/src-000000.tar"
+    write_shard(store.fs, url, samples)
+    rows = {key: manifest_row(key, "src-000000.tar", members) for key, members in samples}
+    return store, url, rows
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    return build_translator(config).eval()
+
+
+def run(model, url: str, workers: int, batch_size: int = 3) -> dict[str, TranslatedFrame]:
+    config = InferenceConfig(batch_size=batch_size, decode_workers=workers)
+    return {f.key: f for f in translate_shard_frames(model, url, config, "cpu")}
+
+
+def test_every_frame_once_sizes_kept_failures_reported(model, shard):
+    _, url, _ = shard
+    frames = run(model, url, workers=0)
+    assert sorted(f.position for f in frames.values()) == list(range(len(SIZES)))
+    for position, size in enumerate(SIZES):
+        frame = frames[f"frame-{position:03d}"]
+        assert "rgb.png" not in frame.members and "seg.png" in frame.members
+        if position in BAD:
+            assert frame.rgb is None and "cannot decode image" in (frame.error or "")
+        else:
+            assert frame.rgb is not None and frame.rgb.shape == (*size, 3) and frame.rgb.dtype == np.uint8
+
+
+def test_worker_count_does_not_change_pixels(model, shard):
+    _, url, _ = shard
+    alone, pooled = run(model, url, workers=0), run(model, url, workers=2)
+    assert alone.keys() == pooled.keys()
+    for key, frame in alone.items():
+        other = pooled[key]
+        assert (frame.rgb is None and other.rgb is None) or np.array_equal(frame.rgb, other.rgb)
+        assert frame.members == other.members
+
+
+def test_batched_pixels_match_single_image_translation(model, shard):
+    store, url, _ = shard
+    frames = run(model, url, workers=0, batch_size=4)
+    for key, members in read_shard(store.fs, url):
+        if frames[key].rgb is None:
+            continue
+        image = torch.from_numpy(np.array(Image.open(io.BytesIO(members["rgb.png"])))).permute(2, 0, 1)
+        single = translate_batch(model, image[None].float() / 255)[0].mul(255).round().to(torch.uint8)
+        diff = np.abs(single.permute(1, 2, 0).numpy().astype(int) - frames[key].rgb.astype(int))
+        assert diff.max() <= 1  # batching changes float rounding only
+
+
+def test_written_shard_copies_labels_and_quarantines_bad_frames(model, shard, tmp_path: Path):
+    _, url, rows = shard
+    store = DatasetStore(str(tmp_path))
+    frames = translate_shard_frames(model, url, InferenceConfig(batch_size=3, decode_workers=1), "cpu")
+    part = write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig("jpg"), LINEAGE)
+    assert sorted(q["key"] for q in part["quarantine"]) == [f"frame-{i:03d}" for i in sorted(BAD)]
+    written = list(read_shard(store.fs, store.shard_path("out", "v1", 0)))
+    assert [k for k, _ in written] == [
+        f"frame-{i:03d}" for i in range(len(SIZES)) if i not in BAD
+    ]  # source order
+    for key, members in written:
+        assert set(members) == {"rgb.jpg", "seg.png", "boxes.json", "meta.json"}
+        assert schema.sha256_hex(members["seg.png"]) == rows[key]["sha256_seg_png"]
+        assert json.loads(members["meta.json"])["translation"]["translator_id"] == "t123"
+    assert store.read_json(store.part_path("out", "v1", 0))["shard"]["nsamples"] == len(written)
+
+
+def test_label_differing_from_source_manifest_stops_the_shard(model, shard, tmp_path: Path):
+    _, url, rows = shard
+    store = DatasetStore(str(tmp_path))
+    frames = list(translate_shard_frames(model, url, InferenceConfig(batch_size=3, decode_workers=0), "cpu"))
+    victim = next(f for f in frames if f.rgb is not None)
+    tampered = TranslatedFrame(
+        victim.position, victim.key, {**victim.members, "seg.png": b"x"}, victim.source_rgb_sha256, victim.rgb
+    )
+    frames = [tampered if f.key == victim.key else f for f in frames]
+    with pytest.raises(LabelMismatch, match=rf"{victim.key}.*seg.png"):
+        write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig(), LINEAGE)
+    assert not store.fs.exists(store.shard_path("out", "v1", 0))
+    assert not store.fs.exists(store.part_path("out", "v1", 0))
+
+
+def test_encoding_is_deterministic_and_png_lossless():
+    rgb = np.random.default_rng(1).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    for config in (EncodeConfig("png"), EncodeConfig("jpg", jpeg_quality=80)):
+        assert encode_rgb(rgb, config) == encode_rgb(rgb.copy(), config)
+    decoded = np.asarray(Image.open(io.BytesIO(encode_rgb(rgb, EncodeConfig("png")))))
+    assert np.array_equal(decoded, rgb)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_pipeline_matches_cpu_closely(model, shard):
+    _, url, _ = shard
+    cpu = run(model, url, workers=1)
+    gpu_model = (
+        build_translator(
+            TranslatorConfig.model_validate(
+                {
+                    "gen": {
+                        "dim": 8,
+                        "style_dim": 4,
+                        "n_downsample": 2,
+                        "n_res": 1,
+                        "mlp_dim": 16,
+                        "style_n_downsample": 2,
+                    },
+                    "train": {"crop_height": 32, "crop_width": 32},
+                }
+            )
+        )
+        .cuda()
+        .eval()
+    )
+    gpu_model.load_state_dict(model.state_dict())
+    config = InferenceConfig(batch_size=3, decode_workers=1)
+    cuda = {f.key: f for f in translate_shard_frames(gpu_model, url, config, "cuda")}
+    for key, frame in cpu.items():
+        if frame.rgb is None:
+            assert cuda[key].rgb is None
+        else:
+            diff = np.abs(cuda[key].rgb.astype(int) - frame.rgb.astype(int))
+            assert diff.mean() < 4  # bf16 autocast on the GPU
