@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
 from sim2real.storage.shards import write_atomic
 
 WEIGHTS_FILE = "weights.safetensors"

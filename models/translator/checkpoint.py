@@ -12,6 +12,7 @@ import pickle
 from typing import Any, Protocol
 
 import torch
+
 from sim2real.models.translator.config import TranslatorConfig
 from sim2real.models.translator.model import Translator, build_translator
 from sim2real.models.translator.training import TrainingState, new_training_state

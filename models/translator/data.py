@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from sim2real.models.translator.config import TrainConfig
 from sim2real.storage.taxonomy import FINE_DETAIL_TRAIN_IDS, IGNORE_ID
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.training import autocast_for
 

@@ -8,11 +8,12 @@ real images' style codes seen in training, stored as a buffer in the weights.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from sim2real.models.translator.config import GeneratorConfig, SemanticLossConfig, TranslatorConfig
 from sim2real.models.translator.discriminator import Discriminators
 from sim2real.models.translator.networks import AutoEncoder, SegHead
 from sim2real.storage.taxonomy import NUM_TRAIN_CLASSES
-from torch import nn
 
 
 class Translator(nn.Module):

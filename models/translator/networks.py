@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from sim2real.models.translator.config import GeneratorConfig
 from torch import nn
+
+from sim2real.models.translator.config import GeneratorConfig
 
 
 def conv_block(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+
 from sim2real.models.translator.config import LossConfig, OptimConfig, TranslatorConfig
 from sim2real.models.translator.data import TranslatorBatch
 from sim2real.models.translator.discriminator import Discriminators, lsgan_dis_loss, lsgan_gen_loss

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from sim2real.models.translator.checkpoint import (
     CheckpointError,
     checkpoint_bytes,

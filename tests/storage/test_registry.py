@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from sim2real.storage.registry import CARD_FILE, WEIGHTS_FILE, RegistryError, TranslatorRegistry
 
 

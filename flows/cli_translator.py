@@ -1,0 +1,85 @@
+"""Translator commands: ``train-translator`` and ``translators``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+
+from sim2real.flows.cli import emit
+from sim2real.storage.versions import default_root
+
+JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
+ROOT_OPT = typer.Option(None, "--root", help="Storage root URL (default: $SIM2REAL_ROOT or ./data).")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def train_translator(
+    source: str = typer.Option(..., "--source", help="Sim version NAME@VER (or NAME@latest)."),
+    target: str = typer.Option(..., "--target", help="Real version NAME@VER (or NAME@latest)."),
+    profile: str = typer.Option("tiny", "--profile", help="tiny, demo, full, or a YAML path."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Override the profile's step count."),
+    label_aware: bool = typer.Option(
+        True, "--label-aware/--no-label-aware", help="Semantic + detail losses."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    root: str = ROOT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Train a label-aware sim→real translator and register it; resumes a crashed run."""
+    from sim2real.flows.runtime import run_quietly
+    from sim2real.flows.train_translator import train_translator_flow
+
+    result = run_quietly(
+        train_translator_flow,
+        source=source,
+        target=target,
+        root=root or default_root(),
+        profile=profile,
+        steps=steps,
+        label_aware=label_aware,
+        device=device,
+    )
+    summary = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result["metrics"].items()))
+    emit(result, as_json, f"translator {result['translator']} ({result['steps']} steps): {summary}")
+
+
+def _human_row(row: dict[str, Any]) -> str:
+    m = row["metrics"]
+    return (
+        f"{row['id']}  {row['source']} → {row['target']}  {row['profile']} {row['steps']} steps  "
+        f"fidelity {_fmt(m.get('fidelity_ratio_translated'))} "
+        f"(raw sim {_fmt(m.get('fidelity_ratio_raw_sim'))})  "
+        f"swd {_fmt(m.get('realism_swd_translated'))} (raw sim {_fmt(m.get('realism_swd_raw_sim'))})"
+    )
+
+
+def translators(root: str = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
+    """List registered translators with their data versions and headline metrics."""
+    from sim2real.storage.registry import TranslatorRegistry
+
+    rows = []
+    for card in TranslatorRegistry(root or default_root()).list():
+        summary = card.get("metrics", {}).get("summary", {})
+        rows.append(
+            {
+                "id": card["id"],
+                "source": card.get("data", {}).get("source"),
+                "target": card.get("data", {}).get("target"),
+                "profile": card.get("profile"),
+                "steps": card.get("steps"),
+                "label_aware": card.get("label_aware"),
+                "metrics": summary,
+            }
+        )
+    human = "\n".join(_human_row(r) for r in rows)
+    emit({"translators": rows}, as_json, human or "no translators")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the translator commands to the CLI."""
+    app.command("train-translator")(train_translator)
+    app.command("translators")(translators)
