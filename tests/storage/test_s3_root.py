@@ -103,3 +103,47 @@ def test_ingest_to_s3_and_read_back_with_stock_webdataset(export: Path, s3_root:
 
     DatasetStore(s3_root).set_alias("toy", "production", result["version"])
     assert DatasetStore(s3_root).open("toy@production").version == result["version"]
+
+
+def test_translate_through_a_dask_cluster_against_the_s3_root(export: Path, s3_root: str) -> None:
+    """Shards of an s3:// version translated by tasks on a local Dask cluster (worker processes)."""
+    pytest.importorskip("prefect_dask", reason="prefect-dask is not installed (pip install prefect-dask)")
+    import torch
+
+    from sim2real.flows.runners import RunnerConfig
+    from sim2real.flows.translate import TranslateConfig, run_translate
+    from sim2real.models.translator.checkpoint import translator_weights
+    from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+    from sim2real.models.translator.model import build_translator
+    from sim2real.storage.registry import TranslatorRegistry
+
+    source = ingest_flow(str(export), "toy", root=s3_root, max_shard_samples=2)
+    torch.manual_seed(0)
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    translator = TranslatorRegistry(s3_root).save(
+        translator_weights(build_translator(config)), {"config": config.model_dump(mode="json")}
+    )
+    runner = RunnerConfig(kind="dask", dask_workers=2, dask_threads_per_worker=1, dask_processes=True)
+    result = run_translate(
+        runner,
+        source=f"toy@{source['version']}",
+        translator=translator,
+        root=s3_root,
+        config=TranslateConfig(batch_size=2, decode_workers=0, device="cpu"),
+    )
+    assert (result["samples"], result["shards"]) == (FRAMES, 3)
+    assert result["path"].startswith(f"s3://{BUCKET}/")
+
+    translated = DatasetStore(s3_root).open(f"{result['name']}@{result['version']}")
+    source_samples = {
+        s["__key__"]: s
+        for s in wds.WebDataset(
+            DatasetStore(s3_root).open("toy@latest").shard_urls, shardshuffle=False, empty_check=False
+        )
+    }
+    for sample in wds.WebDataset(translated.shard_urls, shardshuffle=False, empty_check=False):
+        assert sample["seg.png"] == source_samples[sample["__key__"]]["seg.png"]  # labels byte-identical
+    assert len(source_samples) == FRAMES
