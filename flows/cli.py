@@ -21,6 +21,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sim2real.flows.cli_evaluate",
     "sim2real.flows.cli_translate",
     "sim2real.flows.cli_translator",
+    "sim2real.flows.cli_ops",
+    "sim2real.flows.cli_demo",
 )
 
 

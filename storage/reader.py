@@ -17,6 +17,7 @@ import fsspec
 import numpy as np
 import webdataset as wds
 from PIL import Image
+
 from sim2real.storage import schema
 
 Sample = dict[str, Any]
@@ -80,7 +81,7 @@ def raw_samples(
         urls,
         handler=handler,
         resampled=resampled,
-        shardshuffle=(100 if shuffle_buffer else False) if not resampled else True,
+        shardshuffle=100 if shuffle_buffer and not resampled else False,
         seed=seed,
         empty_check=False,
         nodesplitter=wds.split_by_node,
