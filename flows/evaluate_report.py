@@ -17,6 +17,11 @@ TABLE_METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "segmentation": ("IoU", "mIoU", TRAIN_CLASSES),
 }
 TITLES = {"detection": "Detection: AP@[.5:.95] (%)", "segmentation": "Segmentation: IoU (%)"}
+#: Column headers of the terminal tables (seven characters at most).
+SHORT_NAMES = {
+    "sidewalk": "sidewlk", "building": "buildng", "traffic light": "light", "traffic sign": "sign",
+    "vegetation": "veget", "terrain": "terrain", "motorcycle": "motorcy", "bicycle": "bicycle",
+}
 BAR_WIDTH = 12
 _EIGHTHS = " ▏▎▍▌▋▊▉"
 
@@ -42,21 +47,21 @@ def _cell(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
 
-def text_table(rows: Sequence[Mapping[str, Any]], abbreviate: int = 6) -> str:
-    """A fixed-width terminal table of seed-table rows (class names cut to ``abbreviate`` letters)."""
+def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A fixed-width terminal table of seed-table rows; classes absent from val in every row are left out."""
     if not rows:
         return "(no rows)"
-    columns = [c for c in rows[0] if c not in ("Arm", "Train", "Val")]
+    columns = [c for c in rows[0] if c not in ("Arm", "Train", "Val") and any(r[c] is not None for r in rows)]
     if len({r["Val"] for r in rows}) > 1:  # several validation versions: name each row's
         rows = [{**r, "Arm": f"{r['Arm']} on {r['Val']}"} for r in rows]
     arm_width = max(len("Arm"), *(len(str(r["Arm"])) for r in rows))
-    header = f"{'Arm':<{arm_width}} " + " ".join(f"{c[:abbreviate]:>{abbreviate}}" for c in columns)
+    header = f"{'Arm':<{arm_width}} " + " ".join(f"{SHORT_NAMES.get(c, c)[:7]:>7}" for c in columns)
     lines = [header, "-" * len(header)]
     for row in rows:
-        cells = " ".join(f"{_cell(row[c]):>{abbreviate}}" for c in columns)
-        lines.append(f"{row['Arm']:<{arm_width}} {cells}")
+        lines.append(f"{row['Arm']:<{arm_width}} " + " ".join(f"{_cell(row[c]):>7}" for c in columns))
     vals = sorted({r["Val"] for r in rows})
-    lines.append(f"Val: {', '.join(vals)}; Train: " + "; ".join(f"{r['Arm']} = {r['Train']}" for r in rows))
+    lines.append(f"Val: {', '.join(vals)}")
+    lines += [f"Train {r['Arm']}: {r['Train']}" for r in rows]
     return "\n".join(lines)
 
 
