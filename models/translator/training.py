@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
+from torch.func import functional_call
 
 from sim2real.models.translator.config import LossConfig, OptimConfig, TranslatorConfig
 from sim2real.models.translator.data import TranslatorBatch
@@ -63,6 +64,20 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+def frozen_semantics(translator: Translator, images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Seg-head logits of ``images`` through the real content encoder, with encoder and head held fixed.
+
+    Gradients reach the images (so the decoder that drew them) but not the encoder or head: the decoder
+    must draw each class the way real images show it, instead of the encoder learning to read whatever
+    the decoder draws.
+    """
+    assert translator.seg_head is not None
+    encoder_params = {n: p.detach() for n, p in translator.real.content.named_parameters()}
+    head_params = {n: p.detach() for n, p in translator.seg_head.named_parameters()}
+    content = functional_call(translator.real.content, encoder_params, (images,))
+    return functional_call(translator.seg_head, head_params, (content, size))
+
+
 def generator_losses(
     translator: Translator, discriminators: Discriminators, batch: TranslatorBatch, loss: LossConfig
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
@@ -91,7 +106,7 @@ def generator_losses(
     if loss.semantic.enabled and translator.seg_head is not None:
         size = (x_a.shape[-2], x_a.shape[-1])
         terms["sem"] = semantic_loss(translator.seg_head(c_a, size), batch.sim_seg)
-        terms["sem_translated"] = semantic_loss(translator.seg_head(c_a_back, size), batch.sim_seg)
+        terms["sem_translated"] = semantic_loss(frozen_semantics(translator, x_ab, size), batch.sim_seg)
     if loss.high_frequency.enabled:
         hf = loss.high_frequency
         terms["hf"] = high_frequency_loss(x_a, x_ab, batch.detail, hf.levels, hf.detail_gain)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from sim2real.flows.cli import app
@@ -16,6 +18,15 @@ from sim2real.models.translator.inference import translate_batch
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.tasks import translator_run
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models: intra-op threads only add OpenMP barrier waits on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +59,7 @@ def test_crash_resume_register_and_rerun(toy_root, monkeypatch):
         train_translator_flow(source="sim@latest", target="real@latest", root=toy_root, profile="tiny")
     monkeypatch.undo()
 
-    runs = list((__import__("pathlib").Path(toy_root) / "runs" / "translators").iterdir())
+    runs = list((Path(toy_root) / "runs" / "translators").iterdir())
     assert len(runs) == 1
     run_dir = runs[0]
     first_rows = json.loads((run_dir / "losses.json").read_text())
@@ -78,8 +89,6 @@ def test_crash_resume_register_and_rerun(toy_root, monkeypatch):
         card["metrics"]["translated"]["fidelity"]["iou"]
     )
     model, _ = load_translator(registry, result["translator"], "cpu")
-    import torch
-
     images = torch.rand(1, 3, 31, 45)
     assert translate_batch(model, images).shape == images.shape
 

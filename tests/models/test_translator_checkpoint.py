@@ -23,6 +23,16 @@ from sim2real.storage.registry import TranslatorRegistry
 from .test_translator import cycle, tiny_config, toy_frames
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny convolutions gain nothing from intra-op threads; on a shared CPU, OpenMP barriers waiting for a
+    descheduled thread made these tests 10-30x slower, so they run single-threaded."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def batches(config, seed=0):
     return translator_batches(
         cycle(toy_frames(0, 6, False)), cycle(toy_frames(1, 6, True)), config.train, seed
