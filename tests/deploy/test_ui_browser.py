@@ -64,6 +64,14 @@ class Browser:
         text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
         return dom, text
 
+    def text_showing(self, url: str, *needles: str, attempts: int = 3) -> tuple[str, str]:
+        """Like :meth:`text`, reloading (a busy machine renders lists late) until every needle shows."""
+        for _ in range(attempts):
+            dom, text = self.text(url)
+            if all(needle in text for needle in needles):
+                return dom, text
+        raise AssertionError(f"{url} never showed {needles}; last text: {text[:2000]}")
+
     def screenshot(self, url: str, name: str) -> Path:
         """A PNG of ``url`` under the tmp dir."""
         path = self.tmp / name
@@ -95,27 +103,22 @@ def test_ui_shows_the_finished_runs_and_their_artifacts(
 ) -> None:
     translate, evaluate = deployed["translate_run"], deployed["evaluate_run"]
 
-    _, runs_text = browser.text(f"{prefect_server.url}/runs")
-    assert translate.name in runs_text and evaluate.name in runs_text, runs_text[:2000]
+    browser.text_showing(f"{prefect_server.url}/runs", translate.name, evaluate.name)
 
     run_url = f"{prefect_server.url}/runs/flow-run/{evaluate.id}"
-    _, run_text = browser.text(run_url)
-    assert evaluate.name in run_text and "Completed" in run_text and "Artifacts" in run_text
+    browser.text_showing(run_url, evaluate.name, "Completed", "Artifacts")
     shots = [browser.screenshot(run_url, "evaluate-run.png")]
 
     metrics = run_artifacts(prefect_server, evaluate.id)["evaluate-segmentation"]
     rows = json.loads(metrics.data) if isinstance(metrics.data, str) else metrics.data
     metrics_url = f"{prefect_server.url}/artifacts/artifact/{metrics.id}"
-    _, metrics_text = browser.text(metrics_url)
-    assert "evaluate-segmentation" in metrics_text and evaluate.name in metrics_text
     first_cell = str(next(iter(rows[0].values())))
-    assert first_cell in metrics_text, f"{first_cell!r} not rendered: {metrics_text[:2000]}"
+    browser.text_showing(metrics_url, "evaluate-segmentation", evaluate.name, first_cell)
     shots.append(browser.screenshot(metrics_url, "metrics-table.png"))
 
     grid = run_artifacts(prefect_server, translate.id)["translate-sim-translated-preview"]
     grid_url = f"{prefect_server.url}/artifacts/artifact/{grid.id}"
-    grid_dom, grid_text = browser.text(grid_url)
-    assert translate.name in grid_text
+    grid_dom, _ = browser.text_showing(grid_url, translate.name)
     assert re.search(r'<img[^>]+src="data:image/png;base64,', grid_dom), "the image grid is not rendered"
     shots.append(browser.screenshot(grid_url, "image-grid.png"))
 
