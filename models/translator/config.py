@@ -63,6 +63,9 @@ class HighFrequencyLossConfig(_Frozen):
     weight: float = Field(1.0, ge=0, description="overall weight")
     levels: int = Field(3, ge=1, le=6, description="Laplacian pyramid levels")
     detail_gain: float = Field(10.0, ge=0, description="extra weight inside sign/light/lane-mark pixels")
+    detail_chroma: float = Field(
+        0.0, ge=0, description="weight of colour-opponent bands inside detail pixels"
+    )
 
 
 class LossConfig(_Frozen):

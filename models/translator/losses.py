@@ -44,26 +44,50 @@ def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return bands
 
 
+def opponent_chroma(images: torch.Tensor) -> torch.Tensor:
+    """B×3×H×W → B×2×H×W colour-opponent channels (red–green, yellow–blue), luminance-free."""
+    r, g, b = images.float().unbind(1)
+    return torch.stack([r - g, 0.5 * (r + g) - b], dim=1)
+
+
+def _weighted_band_l1(
+    source: torch.Tensor, translated: torch.Tensor, weight: torch.Tensor, levels: int
+) -> torch.Tensor:
+    """Σ over pyramid levels of the ``weight``-weighted mean |band difference| (weight max-pooled down)."""
+    loss = source.new_zeros((), dtype=torch.float32)
+    for band_src, band_out in zip(
+        laplacian_pyramid(source, levels), laplacian_pyramid(translated, levels), strict=True
+    ):
+        if weight.shape[-2:] != band_src.shape[-2:]:
+            weight = F.adaptive_max_pool2d(weight, band_src.shape[-2:])
+        loss = loss + (weight * (band_src - band_out).abs()).sum() / weight.sum().clamp(min=1e-6)
+    return loss
+
+
 def high_frequency_loss(
     source: torch.Tensor,
     translated: torch.Tensor,
     detail_mask: torch.Tensor | None,
     levels: int,
     detail_gain: float,
+    detail_chroma: float = 0.0,
 ) -> torch.Tensor:
     """Weighted L1 between the luminance Laplacian pyramids of ``source`` and ``translated``.
 
     ``detail_mask`` is B×1×H×W in {0, 1} (1 = fine detail) or ``None`` for uniform weights. The weight
     map follows the pyramid down by max-pooling, so thin details keep their weight at coarse levels.
+    With ``detail_chroma`` > 0 the colour-opponent bands inside the mask count too (lamp colours, the
+    red ring of a sign), weighted by that factor; outside the mask colours are free to change.
     """
-    bands_src = laplacian_pyramid(luminance(source), levels)
-    bands_out = laplacian_pyramid(luminance(translated), levels)
-    weight = torch.ones_like(bands_src[0]) if detail_mask is None else 1 + detail_gain * detail_mask.float()
-    loss = source.new_zeros((), dtype=torch.float32)
-    for band_src, band_out in zip(bands_src, bands_out, strict=True):
-        if weight.shape[-2:] != band_src.shape[-2:]:
-            weight = F.adaptive_max_pool2d(weight, band_src.shape[-2:])
-        loss = loss + (weight * (band_src - band_out).abs()).sum() / weight.sum()
+    lum_src, lum_out = luminance(source), luminance(translated)
+    mask = None if detail_mask is None else detail_mask.float()
+    weight = torch.ones_like(lum_src) if mask is None else 1 + detail_gain * mask
+    loss = _weighted_band_l1(lum_src, lum_out, weight, levels)
+    if detail_chroma > 0 and mask is not None and bool(mask.any()):
+        chroma_weight = mask.expand(-1, 2, -1, -1)
+        loss = loss + detail_chroma * _weighted_band_l1(
+            opponent_chroma(source), opponent_chroma(translated), chroma_weight, levels
+        )
     return loss
 
 

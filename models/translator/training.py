@@ -109,7 +109,9 @@ def generator_losses(
         terms["sem_translated"] = semantic_loss(frozen_semantics(translator, x_ab, size), batch.sim_seg)
     if loss.high_frequency.enabled:
         hf = loss.high_frequency
-        terms["hf"] = high_frequency_loss(x_a, x_ab, batch.detail, hf.levels, hf.detail_gain)
+        terms["hf"] = high_frequency_loss(
+            x_a, x_ab, batch.detail, hf.levels, hf.detail_gain, hf.detail_chroma
+        )
     return terms, x_ab, x_ba
 
 

@@ -221,3 +221,21 @@ def test_cuda_amp_channels_last_step_and_inference():
     out = translate_batch(state.translator, images)
     assert out.shape == images.shape and out.device.type == "cuda" and out.dtype == torch.float32
     assert torch.equal(out, translate_batch(state.translator, images))
+
+
+def test_detail_chroma_term_sees_hue_inside_detail_only():
+    source = torch.full((1, 3, 32, 32), 0.2)
+    source[..., 10:12, 10:12] = torch.tensor([0.9, 0.1, 0.1]).view(1, 3, 1, 1)  # a small red lamp
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:14, 8:14] = 1
+    green = source.clone()
+    green[..., 10:12, 10:12] = torch.tensor([0.1, 0.9, 0.4]).view(1, 3, 1, 1)  # hue flipped, similar luma
+    far = source.clone()
+    far[..., 24:26, 24:26] = torch.tensor([0.1, 0.9, 0.4]).view(1, 3, 1, 1)
+    with_chroma = high_frequency_loss(source, green, mask, 2, 10.0, detail_chroma=1.0)
+    luma_only = high_frequency_loss(source, green, mask, 2, 10.0, detail_chroma=0.0)
+    assert with_chroma > luma_only + 0.1
+    far_gap = high_frequency_loss(source, far, mask, 2, 10.0, 1.0) - high_frequency_loss(
+        source, far, mask, 2, 10.0
+    )
+    assert abs(float(far_gap)) < 1e-6, "colours outside fine detail are free"
