@@ -49,7 +49,7 @@ def nightly(
     """Run tonight's pipeline: ingest new frames → translate → gate → retrain/evaluate → promote."""
     from pydantic import ValidationError
 
-    from sim2real.flows.nightly import NightlyParams, nightly_flow
+    from sim2real.flows.nightly import NightlyParams, check_inputs, nightly_flow
     from sim2real.flows.runtime import run_quietly
 
     options = {
@@ -67,6 +67,7 @@ def nightly(
         params = NightlyParams.model_validate(fields)
     except ValidationError as exc:
         raise ValueError(f"nightly parameters{f' in {config}' if config else ''}: {exc}") from None
+    check_inputs(params, params.root or default_root())  # before any flow starts: one clear error line
     result = run_quietly(nightly_flow, params=params)
     human = f"nightly: {result['status']}, {result['new_frames']} new frame(s)"
     if result.get("translated"):

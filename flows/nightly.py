@@ -11,6 +11,7 @@ evaluated and not promoted; the run's summary artifact and ``gates/{version}.jso
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -68,6 +69,19 @@ class NightlyParams(BaseModel):
     root: str | None = Field(None, description="storage root URL (default $SIM2REAL_ROOT or ./data)")
 
 
+def check_inputs(params: NightlyParams, root: str) -> str:
+    """Fail fast, naming what is missing: the export folder, the real versions, the translator.
+
+    Returns the translator id the night will use.
+    """
+    if not Path(params.source_dir).is_dir():
+        raise FileNotFoundError(f"{params.source_dir}: simulator export folder not found")
+    store = DatasetStore(root)
+    for ref in (params.real, params.val):
+        store.open(ref)  # VersionNotFound (a LookupError) names the ref and the root
+    return resolve_translator(root, params.translator)
+
+
 @task(name="find-new-frames", cache_policy=NO_CACHE)
 def find_new_frames(root: str, source_dir: str, name: str, source_format: str) -> dict[str, Any]:
     """Keys in the export that no committed version of ``name`` holds, and those versions' refs."""
@@ -113,6 +127,7 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Ingest tonight's new frames, translate, gate, retrain/evaluate and promote (see module doc)."""
     logger = get_run_logger()
     root = params.root or default_root()
+    translator_id = check_inputs(params, root)
     new = find_new_frames(root, params.source_dir, params.source_name, params.source_format)
     if not new["new_keys"]:
         logger.info("no new frames in %s: nothing to do", params.source_dir)
@@ -128,7 +143,6 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
         exclude_versions=new["versions"],
     )
     source_ref = f"{ingested['name']}@{ingested['version']}"
-    translator_id = resolve_translator(root, params.translator)
     logger.info(
         "%s: %d new frames; translating with translator %s", source_ref, ingested["samples"], translator_id
     )

@@ -153,3 +153,33 @@ def test_translator_alias_resolves(tmp_path: Path) -> None:
         resolve_translator(root, "production")
     promote_translator(root, model_id)
     assert resolve_translator(root, "production") == resolve_translator(root, model_id) == model_id
+
+
+def test_cli_nightly_runs_embedded_and_clean(tmp_path: Path) -> None:
+    """`sim2real nightly` with nothing new and no server configured: no traceback, no ERROR line."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    for name, style in (("sim", "sim"), ("real", "real"), ("real-val", "real")):
+        write_export(tmp_path / name, ToySimConfig(style=style, seed=4, **SIZE), 2)
+        ingest_flow(str(tmp_path / name), name, root=str(root))
+    version = DatasetStore(str(root)).open("sim@latest").version
+    promote_translator(str(root), register_tiny_translator(str(root)))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # embedded: no server configured
+    env["SIM2REAL_ROOT"] = str(root)
+    cli = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
+
+    def run(*args: str) -> dict[str, Any]:
+        done = subprocess.run([*cli, *args, "--json"], capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    nightly = run(
+        "nightly", "--source-dir", str(tmp_path / "sim"), "--real", "real@latest", "--val", "real-val@latest"
+    )
+    assert (nightly["status"], nightly["new_frames"]) == ("no-new-frames", 0)
+    assert [v.version for v in DatasetStore(str(root)).list_versions("sim")] == [version]  # nothing new made
