@@ -36,7 +36,9 @@ class RunnerConfig(BaseModel):
     max_workers: int | None = Field(
         default=2, ge=1, description="thread runner: tasks at once (None: Prefect's)"
     )
-    address: str | None = Field(default=None, description="dask: scheduler address; ray: cluster address")
+    address: str | None = Field(
+        default=None, description="dask: scheduler address; ray: cluster address (None: start a local one)"
+    )
     dask_workers: int = Field(default=1, ge=1, description="dask local cluster: worker count")
     dask_threads_per_worker: int = Field(default=1, ge=1, description="dask local cluster: tasks per worker")
     dask_processes: bool = Field(
@@ -45,8 +47,6 @@ class RunnerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check_address(self) -> RunnerConfig:
-        if self.kind == "ray" and not self.address:
-            raise ValueError("runner 'ray' needs an address, e.g. ray://head:10001 or 'auto'")
         if self.kind == "thread" and self.address:
             raise ValueError("runner 'thread' takes no address")
         return self

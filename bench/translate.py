@@ -1,0 +1,217 @@
+"""Translate throughput, three ways on the same model and frames, in one run.
+
+(a) the translate flow end to end (Prefect thread runner, one task per shard: decode workers, batched
+    forward, threaded encoding, checked shard writes, commit, artifacts), frames/s;
+(b) a batch-1 fp32 per-image loop as the official MUNIT/CUT test scripts run: decode one image,
+    forward it, encode it, write it, next;
+(c) the forward pass alone on pre-decoded tensors at (a)'s batch size (the device's ceiling).
+
+Prints a/b (goal ≥ 3 on CPU, ≥ 20 on a GPU) and a/c (goal ≥ 0.8). Each mode runs ``--rounds`` times,
+interleaved, and the best round counts, so load from other processes skews the ratios less. A warm-up
+flow run on two frames first starts the embedded Prefect server, outside the timing.
+
+(b) and (c) run in a worker thread, as (a)'s forward passes do under Prefect's thread runner: on a
+busy machine torch's OpenMP team in the main thread can be ~2× slower than in a fresh thread, which
+would flatter (a) against a main-thread baseline.
+
+    .venv/bin/python bench/translate.py                      # CPU, demo translator, 192 frames 128x256
+    .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sim2real.flows.runtime import quiet_prefect
+
+quiet_prefect()
+
+from sim2real.flows.runners import RunnerConfig  # noqa: E402 - after quiet_prefect, as the CLI does
+from sim2real.flows.train_translator import load_profile  # noqa: E402
+from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E402
+from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
+from sim2real.models.translator.inference import translate_batch  # noqa: E402
+from sim2real.models.translator.model import build_translator  # noqa: E402
+from sim2real.models.translator_infer import resolve_device  # noqa: E402
+from sim2real.storage import ingest  # noqa: E402
+from sim2real.storage.reader import decode_rgb, raw_samples  # noqa: E402
+from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
+from sim2real.storage.schema import rgb_member  # noqa: E402
+from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402
+from sim2real.storage.translate_io import EncodeConfig, encode_rgb  # noqa: E402
+from sim2real.storage.versions import DatasetStore, Version  # noqa: E402
+
+
+def make_source(root: str, name: str, frames: int, size: tuple[int, int], shard_samples: int) -> Version:
+    """Render ``frames`` toy sim frames and ingest them (no Prefect) as ``name``."""
+    export = Path(root) / f"export-{name}"
+    write_export(export, ToySimConfig(style="sim", height=size[0], width=size[1], seed=1), frames)
+    store = DatasetStore(root)
+    plan = ingest.plan_ingest(str(export), name, ingest.IngestConfig(max_shard_samples=shard_samples))
+    parts = [ingest.build_shard(store, name, plan.version, "folder", i, f) for i, f in enumerate(plan.shards)]
+    return ingest.commit_ingest(store, plan, parts)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def flow_run(
+    source: Version, translator: str, out_name: str, config: TranslateConfig, runner: RunnerConfig, root: str
+) -> float:
+    """(a) seconds for the translate flow end to end."""
+    started = time.perf_counter()
+    result = run_translate(
+        runner, source=source.ref, translator=translator, out_name=out_name, root=root, config=config
+    )
+    elapsed = time.perf_counter() - started
+    assert result["samples"] == source.num_samples and result["skipped_shards"] == 0, result
+    return elapsed
+
+
+def per_image_loop(
+    source: Version, model: torch.nn.Module, device: torch.device, encode: EncodeConfig, out_dir: Path
+) -> float:
+    """(b) seconds for decode → batch-1 fp32 forward → encode → write, one image at a time."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    for raw in raw_samples(source.shard_urls):
+        image = decode_rgb(raw[rgb_member([k for k in raw if not k.startswith("__")])])
+        x = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float().div(255).to(device)
+        with torch.no_grad():
+            content = model.sim.content(x * 2 - 1)
+            style = model.real_style.expand(1, -1)
+            out = model.real.decode(content, style).add(1).div(2).clamp(0, 1)
+        pixels = out[0].mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        (out_dir / f"{raw['__key__']}.{encode.image_format}").write_bytes(encode_rgb(pixels, encode))
+    return time.perf_counter() - started
+
+
+def forward_only(
+    images: torch.Tensor, model: torch.nn.Module, device: torch.device, batch_size: int
+) -> float:
+    """(c) seconds for ``translate_batch`` over pre-decoded images already on the device."""
+    sync(device)
+    started = time.perf_counter()
+    for start in range(0, len(images), batch_size):
+        translate_batch(model, images[start : start + batch_size])
+    sync(device)
+    return time.perf_counter() - started
+
+
+def decoded(source: Version, device: torch.device) -> torch.Tensor:
+    """All source images as one N×3×H×W float tensor in [0, 1] on ``device``."""
+    arrays = [
+        decode_rgb(r[rgb_member([k for k in r if not k.startswith("__")])])
+        for r in raw_samples(source.shard_urls)
+    ]
+    return (
+        torch.stack([torch.from_numpy(a.copy()).permute(2, 0, 1) for a in arrays]).float().div(255).to(device)
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=192)
+    parser.add_argument("--size", default="128x256", help="HxW of the toy frames")
+    parser.add_argument("--profile", default="demo", help="translator profile: tiny, demo, full")
+    parser.add_argument("--shard-samples", type=int, default=64, help="frames per source shard")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--encode-threads", type=int, default=2)
+    parser.add_argument("--max-workers", type=int, default=1, help="shard tasks at once (thread runner)")
+    parser.add_argument("--format", default="png", choices=("png", "jpg"))
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
+    parser.add_argument("--root", default=None, help="storage root (default: a temporary folder)")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line too")
+    return parser.parse_args()
+
+
+def setup(args: argparse.Namespace, root: str) -> tuple[Version, Version, str, TranslateConfig]:
+    """The benchmark and warm-up source versions, a fresh translator of ``args.profile``, the config."""
+    height, width = (int(v) for v in args.size.lower().split("x"))
+    source = make_source(root, "bench", args.frames, (height, width), args.shard_samples)
+    warm = make_source(root, "warm", 2, (height, width), args.shard_samples)
+    torch.manual_seed(0)
+    translator_config = load_profile(args.profile).translator
+    translator = TranslatorRegistry(root).save(
+        translator_weights(build_translator(translator_config)),
+        {"config": translator_config.model_dump(mode="json")},
+    )
+    config = TranslateConfig(
+        image_format=args.format,
+        batch_size=args.batch_size,
+        device=str(resolve_device(args.device)),
+        decode_workers=args.decode_workers,
+        encode_threads=args.encode_threads,
+    )
+    return source, warm, translator, config
+
+
+def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
+    """Set up data and model, time the three modes ``args.rounds`` times, return the best of each."""
+    source, warm, translator, config = setup(args, root)
+    device = torch.device(config.device)
+    model, _ = load_translator(TranslatorRegistry(root), translator, device)
+    runner = RunnerConfig(kind="thread", max_workers=args.max_workers)
+    flow_run(warm, translator, "warm-translated", config, runner, root)  # starts the server; not timed
+    images = decoded(source, device)
+    times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
+        thread.submit(forward_only, images[: args.batch_size], model, device, args.batch_size).result()
+        for round_index in range(args.rounds):
+            times["c"].append(thread.submit(forward_only, images, model, device, args.batch_size).result())
+            out_dir = Path(root) / f"b{round_index}"
+            times["b"].append(
+                thread.submit(per_image_loop, source, model, device, config.encode(), out_dir).result()
+            )
+            times["a"].append(flow_run(source, translator, f"bench-a{round_index}", config, runner, root))
+    fps = {mode: args.frames / min(seconds) for mode, seconds in times.items()}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}",
+        "torch_threads": torch.get_num_threads(),
+        "profile": args.profile,
+        "frames": args.frames,
+        "size": args.size,
+        "batch_size": args.batch_size,
+        "max_workers": args.max_workers,
+        "format": args.format,
+        "fps": {mode: round(value, 2) for mode, value in fps.items()},
+        "seconds": {mode: [round(s, 2) for s in values] for mode, values in times.items()},
+        "a_over_b": round(fps["a"] / fps["b"], 2),
+        "a_over_c": round(fps["a"] / fps["c"], 2),
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-translate-") as tmp:
+        result = run(args, args.root or tmp)
+    print(
+        f"device {result['device']}, profile {result['profile']}, {result['frames']} frames "
+        f"{result['size']}, batch {result['batch_size']}, {result['format']}"
+    )
+    names = {"a": "flow end to end", "b": "batch-1 fp32 per-image loop", "c": "forward alone"}
+    for mode, name in names.items():
+        print(
+            f"  ({mode}) {name:<28} {result['fps'][mode]:8.2f} frames/s   rounds {result['seconds'][mode]} s"
+        )
+    print(f"  a/b = {result['a_over_b']:.2f}  (goal >= 3 on CPU, >= 20 on GPU)")
+    print(f"  a/c = {result['a_over_c']:.2f}  (goal >= 0.8)")
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
