@@ -122,6 +122,36 @@ def publish_summary(result: dict[str, Any]) -> None:
     )
 
 
+def gate_evaluate_promote(params: NightlyParams, root: str, translated_ref: str) -> dict[str, Any]:
+    """Score the version, gate it, retrain/evaluate what passed, promote what still passes."""
+    logger = get_run_logger()
+    device = str(resolve_device(params.translate.device))
+    metrics = measure_quality(root, translated_ref, params.real, params.val, params.quality, device)
+    report = QualityReport.from_translation_metrics(metrics)
+    decision = check_gate(report, params.gate)
+    outcome: dict[str, Any] = {"promoted": None}
+    if decision.passed:  # a failing version is not worth the GPU hours of retraining
+        evaluation = retrain_and_evaluate(
+            params.real,
+            params.val,
+            extras=[translated_ref],
+            tasks=params.tasks,
+            profile=params.profile,
+            root=root,
+        )
+        outcome["gain_points"] = retrain_gain(evaluation, f"real+{translated_ref.partition('@')[0]}")
+        decision = check_gate(report, params.gate, gain_points=outcome["gain_points"])
+    record_gate(root, translated_ref, report, decision)
+    table(artifact_key("nightly", "gate"), decision.checks, f"Quality gate of {translated_ref}")
+    outcome.update(gate={"passed": decision.passed, "checks": decision.checks}, reasons=decision.reasons)
+    if not decision.passed:
+        logger.warning("%s kept but not promoted: %s", translated_ref, decision.explain())
+        return {**outcome, "status": "not-promoted"}
+    promoted = promote_version_task(root, translated_ref, params.alias)
+    logger.info("promoted %s → %s", promoted["alias"], translated_ref)
+    return {**outcome, "status": "promoted", "promoted": promoted["alias"], "previous": promoted["previous"]}
+
+
 @flow(name="nightly", flow_run_name="nightly-{params.source_name}")
 def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     """Ingest tonight's new frames, translate, gate, retrain/evaluate and promote (see module doc)."""
@@ -131,7 +161,7 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     new = find_new_frames(root, params.source_dir, params.source_name, params.source_format)
     if not new["new_keys"]:
         logger.info("no new frames in %s: nothing to do", params.source_dir)
-        result = {"status": "no-new-frames", "new_frames": 0, "promoted": None, "reasons": []}
+        result: dict[str, Any] = {"status": "no-new-frames", "new_frames": 0, "promoted": None, "reasons": []}
         publish_summary(result)
         return result
     ingested = ingest_flow(
@@ -143,48 +173,18 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
         exclude_versions=new["versions"],
     )
     source_ref = f"{ingested['name']}@{ingested['version']}"
-    logger.info(
-        "%s: %d new frames; translating with translator %s", source_ref, ingested["samples"], translator_id
-    )
+    logger.info("%s: %d new frames; translating with %s", source_ref, ingested["samples"], translator_id)
     with evaluation_by_caller():  # this flow evaluates the version itself: the event trigger stands down
         translated = translate_flow(
             source_ref, translator_id, out_name=params.translated_name, root=root, config=params.translate
         )
     translated_ref = f"{translated['name']}@{translated['version']}"
-    result: dict[str, Any] = {
-        "status": "gated",
+    result = {
         "new_frames": ingested["samples"],
         "ingested": source_ref,
         "translated": translated_ref,
         "translator": translator_id,
-        "promoted": None,
+        **gate_evaluate_promote(params, root, translated_ref),
     }
-    device = str(resolve_device(params.translate.device))
-    metrics = measure_quality(root, translated_ref, params.real, params.val, params.quality, device)
-    report = QualityReport.from_translation_metrics(metrics)
-    decision = check_gate(report, params.gate)
-    if decision.passed:
-        evaluation = retrain_and_evaluate(
-            params.real,
-            params.val,
-            extras=[translated_ref],
-            tasks=params.tasks,
-            profile=params.profile,
-            root=root,
-        )
-        gain = retrain_gain(evaluation, f"real+{translated['name']}")
-        result["gain_points"] = gain
-        decision = check_gate(report, params.gate, gain_points=gain)
-    record_gate(root, translated_ref, report, decision)
-    table(artifact_key("nightly", "gate"), decision.checks, f"Quality gate of {translated_ref}")
-    result["gate"] = {"passed": decision.passed, "checks": decision.checks}
-    result["reasons"] = decision.reasons
-    if decision.passed:
-        promoted = promote_version_task(root, translated_ref, params.alias)
-        result.update(status="promoted", promoted=promoted["alias"], previous=promoted["previous"])
-        logger.info("promoted %s → %s", promoted["alias"], translated_ref)
-    else:
-        result["status"] = "not-promoted"
-        logger.warning("%s kept but not promoted: %s", translated_ref, decision.explain())
     publish_summary(result)
     return result
