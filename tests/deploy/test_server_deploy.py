@@ -7,6 +7,7 @@ session fixture ``deployed`` in conftest.py; these tests check what it left on t
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -116,3 +117,25 @@ def test_gpu_job_templates_register_on_the_server(template: str, prefect_server:
         kwargs = pool.base_job_template["variables"]["properties"]["container_create_kwargs"]["default"]
         assert kwargs["device_requests"][0]["capabilities"] == [["gpu"]]
     assert "sim2real-worker" in text
+
+
+def test_compose_and_dockerfile_fit_together() -> None:
+    """No Docker here: check the files agree (image name, roles, build inputs that exist)."""
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "server", "worker-cpu", "worker-gpu", "bootstrap"} <= set(services)
+    assert (
+        "postgresql+asyncpg://" in services["server"]["environment"]["PREFECT_SERVER_DATABASE_CONNECTION_URL"]
+    )
+    assert "PREFECT_SERVER_API_AUTH_STRING" in services["server"]["environment"]
+    gpu = services["worker-gpu"]
+    assert gpu["command"][:5] == ["prefect", "worker", "start", "--pool", "gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert services["worker-cpu"]["environment"]["PREFECT_API_URL"] == "http://server:4200/api"
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(r"^FROM nvidia/cuda:\S+", dockerfile, re.M)
+    copied = [src for line in re.findall(r"^COPY (.+)$", dockerfile, re.M) for src in line.split()[:-1]]
+    assert "pyproject.toml" in copied and "flows" in copied
+    for source in copied:
+        assert (REPO / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+    assert compose["x-sim2real-image"]["build"]["dockerfile"] == "deploy/Dockerfile"
