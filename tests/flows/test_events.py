@@ -55,3 +55,22 @@ def test_emit_labels_who_evaluates(asserting_events_worker) -> None:
     assert sent[0].resource.id == "sim2real.dataset.sim-tr.abc123"
     assert [e.resource[events.EVALUATE_LABEL] for e in sent] == ["trigger", "caller"]
     assert sent[0].payload["root"] == "/data"
+
+
+def test_caller_label_reaches_a_subflow(prefect_harness, asserting_events_worker) -> None:
+    """The nightly flow wraps its translate subflow: the event emitted inside still says `caller`."""
+    from prefect import flow
+
+    @flow
+    def child() -> None:
+        events.emit_version_created(fake_version())
+
+    @flow
+    def parent() -> None:
+        child()
+        with events.evaluation_by_caller():
+            child()
+
+    parent()
+    sent = [e for e in emitted(asserting_events_worker) if e.event == events.VERSION_CREATED]
+    assert [e.resource[events.EVALUATE_LABEL] for e in sent] == ["trigger", "caller"]
