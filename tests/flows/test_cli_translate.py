@@ -8,16 +8,19 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
+import typer
 import webdataset as wds
 
+from sim2real.flows.cli_translate import translate
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import ingest
-from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.registry import RegistryError, TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.storage.versions import DatasetStore
+from sim2real.storage.versions import DatasetStore, VersionNotFound
 
 CLI = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
 
@@ -68,9 +71,21 @@ def test_cli_translate_json(tmp_path: Path):
     assert len(samples) == 5 and all("rgb.jpg" in s and "rgb.png" not in s for s in samples)
     assert json.loads(samples[0]["meta.json"])["translation"]["source_version"] == ref
 
-    bad = run("translate", "sim@latest", "--translator", model_id, "--runner", "spark", env=env)
-    assert bad.returncode == 2 and "runner 'spark'" in bad.stderr
-    missing = run("translate", "sim@nope", "--translator", model_id, env=env)
-    assert missing.returncode == 2 and "error: sim@nope" in missing.stderr
-    unknown = run("translate", "sim@latest", "--translator", "0000", env=env)
-    assert unknown.returncode == 2 and "no translators entry '0000'" in unknown.stderr
+
+def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
+    root, _, model_id = source_and_translator(tmp_path)
+    common = {
+        "out_name": None,
+        "address": None,
+        "batch_size": 8,
+        "image_format": "png",
+        "device": "cpu",
+        "root": root,
+        "as_json": False,
+    }
+    with pytest.raises(typer.BadParameter, match="runner 'spark'"):
+        translate("sim@latest", translator=model_id, runner="spark", **common)
+    with pytest.raises(VersionNotFound, match="sim@nope"):
+        translate("sim@nope", translator=model_id, runner="thread", **common)
+    with pytest.raises(RegistryError, match="no translators entry '0000'"):
+        translate("sim@latest", translator="0000", runner="thread", **common)
