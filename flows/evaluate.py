@@ -40,10 +40,13 @@ class DataProfile(BaseModel):
     shuffle_buffer: int = Field(64, ge=0)
     eval_batch_size: int = Field(4, ge=1)
     max_val_samples: int | None = Field(None, ge=1)
+    min_box_px: float = Field(1.0, ge=1.0)
+    eval_min_box_px: float = Field(0.0, ge=0.0)
 
     def options(self) -> DataOptions:
         size = (self.image_height, self.image_width) if self.image_height and self.image_width else None
-        return DataOptions(size, self.shuffle_buffer, self.eval_batch_size, self.max_val_samples)
+        return DataOptions(size, self.shuffle_buffer, self.eval_batch_size, self.max_val_samples,
+                           self.min_box_px, self.eval_min_box_px)
 
 
 class TaskProfile(BaseModel):

@@ -222,6 +222,7 @@ def evaluate(
     model: nn.Module,
     data_loader: Iterable[tuple[list[torch.Tensor], Targets]],
     device: torch.device | str,
+    min_box_area: float = 0.0,
 ) -> DetectionMetrics:
     """COCO per-class AP/AP50 and means over the loader (see ``models.metrics.detection``)."""
     ground_truth: Targets = []
@@ -229,7 +230,7 @@ def evaluate(
     for images, targets in data_loader:
         predictions.extend(predict(model, images, device))
         ground_truth.extend(targets)
-    return detection_metrics(ground_truth, predictions)
+    return detection_metrics(ground_truth, predictions, min_box_area=min_box_area)
 
 
 def checkpoint_bytes(model: FasterRCNN, extra: dict | None = None) -> bytes:

@@ -114,13 +114,14 @@ def frames(
     flip_probability: float = 0.0,
     seed: int = 0,
     limit: int | None = None,
+    min_box_px: float = 1.0,
 ) -> Iterator[FrameTensors]:
     """Samples → :class:`FrameTensors`, randomly mirrored, at most ``limit`` of them."""
     rng = random.Random(seed)
     for count, sample in enumerate(samples):
         if limit is not None and count >= limit:
             return
-        frame = to_tensors(sample, image_size)
+        frame = to_tensors(sample, image_size, min_box_px)
         yield hflip(frame) if rng.random() < flip_probability else frame
 
 

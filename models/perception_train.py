@@ -72,6 +72,8 @@ class DataOptions:
     shuffle_buffer: int = 64  # samples in each training stream's shuffle buffer
     eval_batch_size: int = 4  # images per evaluation step
     max_val_samples: int | None = None  # evaluate on at most this many val samples (None = all)
+    min_box_px: float = 1.0  # training boxes narrower or shorter than this (pixels) are dropped
+    eval_min_box_px: float = 0.0  # val boxes under this size² (pixels²) are ignored; 0 = plain COCO
 
 
 @dataclass(frozen=True)
@@ -111,18 +113,22 @@ class PerceptionTask:
     build: Callable[[Any], nn.Module]
     batches: Callable[[Iterable[FrameTensors], int], Iterator[Any]]
     train_one_epoch: Callable[..., dict[str, float]]
-    evaluate: Callable[[nn.Module, Iterable[Any], torch.device], Metrics]
+    evaluate: Callable[[nn.Module, Iterable[Any], torch.device, DataOptions], Metrics]
     checkpoint_bytes: Callable[[Any, dict | None], bytes]
     load: Callable[[bytes, str], nn.Module]
 
 
-def _detection_metrics(model: nn.Module, loader: Iterable[Any], device: torch.device) -> Metrics:
-    result = detector.evaluate(model, loader, device)
+def _detection_metrics(
+    model: nn.Module, loader: Iterable[Any], device: torch.device, data: DataOptions
+) -> Metrics:
+    result = detector.evaluate(model, loader, device, min_box_area=data.eval_min_box_px**2)
     per_class = {name: {"AP": result.ap[name], "AP50": result.ap50[name]} for name in result.ap}
     return {"per_class": per_class, "summary": {"mAP": result.mean_ap, "mAP50": result.mean_ap50}}
 
 
-def _segmentation_metrics(model: nn.Module, loader: Iterable[Any], device: torch.device) -> Metrics:
+def _segmentation_metrics(
+    model: nn.Module, loader: Iterable[Any], device: torch.device, data: DataOptions
+) -> Metrics:
     cm = segmenter.evaluate(model, loader, device)
     ious = iou_per_class(cm) * 100
     per_class = {name: {"IoU": float(ious[i])} for i, name in enumerate(TRAIN_CLASSES[: len(ious)])}
@@ -195,7 +201,7 @@ def fit(
     model_config: Any,
     train: TrainConfig,
     samples_for_epoch: Callable[[int], Iterable[Sample]],
-    image_size: tuple[int, int] | None,
+    data: DataOptions,
     device: torch.device | str,
     seed: int,
 ) -> tuple[nn.Module, list[dict[str, float]]]:
@@ -209,8 +215,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp else None
     history = []
     for epoch in range(train.epochs):
-        items = frames(samples_for_epoch(epoch), image_size, train.flip_probability,
-                       seed=seed * 1_000 + epoch, limit=train.samples_per_epoch)
+        items = frames(samples_for_epoch(epoch), data.image_size, train.flip_probability,
+                       seed=seed * 1_000 + epoch, limit=train.samples_per_epoch, min_box_px=data.min_box_px)
         batches = spec.batches(items, train.batch_size)
         history.append(spec.train_one_epoch(model, optimizer, batches, device, epoch, scaler, scheduler))
     return model, history
@@ -220,14 +226,13 @@ def evaluate(
     task: str,
     model: nn.Module,
     samples: Iterable[Sample],
-    image_size: tuple[int, int] | None,
-    batch_size: int,
+    data: DataOptions,
     device: torch.device | str,
 ) -> Metrics:
     """Metrics of ``model`` over every sample of ``samples`` (no augmentation)."""
     spec = get_task(task)
-    loader = spec.batches(frames(samples, image_size), batch_size)
-    return spec.evaluate(model, loader, torch.device(device))
+    loader = spec.batches(frames(samples, data.image_size), data.eval_batch_size)
+    return spec.evaluate(model, loader, torch.device(device), data)
 
 
 def train_and_evaluate(
@@ -239,13 +244,13 @@ def train_and_evaluate(
     """Train the arm's model, evaluate it on val; return checkpoint bytes and a JSON-ready result."""
     spec = get_task(run.task)
     started = time.perf_counter()
-    model, history = fit(run.task, run.model_config, run.train_config, samples_for_epoch,
-                         run.data.image_size, device, run.seed)
+    model, history = fit(run.task, run.model_config, run.train_config, samples_for_epoch, run.data,
+                         device, run.seed)
     trained = time.perf_counter()
     val = val_samples()
     if run.data.max_val_samples is not None:
         val = itertools.islice(val, run.data.max_val_samples)
-    metrics = evaluate(run.task, model, val, run.data.image_size, run.data.eval_batch_size, device)
+    metrics = evaluate(run.task, model, val, run.data, device)
     result = {
         **run.fingerprint(),
         "label": run.label,

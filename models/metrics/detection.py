@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
 from sim2real.storage.taxonomy import DETECTION_CLASSES
 
 ArrayLike = np.ndarray | torch.Tensor | Sequence
@@ -57,11 +58,17 @@ def _annotations(per_image: Sequence[Detections], with_scores: bool) -> list[dic
             raise ValueError(f"image {image_id}: {counts}")
         for box, label, score in zip(boxes, labels, scores, strict=True):
             width, height = float(box[2] - box[0]), float(box[3] - box[1])
-            annotations.append({
-                "id": len(annotations) + 1, "image_id": image_id, "category_id": int(label),
-                "bbox": [float(box[0]), float(box[1]), width, height], "area": width * height,
-                "iscrowd": 0, "score": float(score),
-            })
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": int(label),
+                    "bbox": [float(box[0]), float(box[1]), width, height],
+                    "area": width * height,
+                    "iscrowd": 0,
+                    "score": float(score),
+                }
+            )
     return annotations
 
 
@@ -69,8 +76,14 @@ def coco_eval(
     ground_truth: Sequence[Detections],
     predictions: Sequence[Detections],
     class_names: Sequence[str] = DETECTION_CLASSES,
+    min_box_area: float = 0.0,
 ) -> COCOeval:
-    """Run COCOeval (bbox) over aligned per-image ground truth and predictions; return the evaluator."""
+    """Run COCOeval (bbox) over aligned per-image ground truth and predictions; return the evaluator.
+
+    ``min_box_area`` (pixels²) raises the lower bound of COCO's "all" area range: smaller ground-truth
+    boxes are ignored (neither hits nor misses) and so are unmatched detections that small.
+    0 is the plain COCO protocol.
+    """
     if len(ground_truth) != len(predictions):
         raise ValueError(
             f"coco_eval: {len(ground_truth)} ground-truth images but {len(predictions)} predictions"
@@ -79,6 +92,7 @@ def coco_eval(
     coco_gt = _coco(images, _annotations(ground_truth, with_scores=False), class_names)
     coco_dt = _coco(images, _annotations(predictions, with_scores=True), class_names)
     evaluator = COCOeval(coco_gt, coco_dt, iouType="bbox")
+    evaluator.params.areaRng[0] = [float(min_box_area), evaluator.params.areaRng[0][1]]
     with contextlib.redirect_stdout(io.StringIO()):
         evaluator.evaluate()
         evaluator.accumulate()
@@ -94,9 +108,13 @@ def detection_metrics(
     ground_truth: Sequence[Detections],
     predictions: Sequence[Detections],
     class_names: Sequence[str] = DETECTION_CLASSES,
+    min_box_area: float = 0.0,
 ) -> DetectionMetrics:
-    """Per-class COCO AP@[.5:.95] and AP50 from COCOeval's precision array (area "all", 100 detections)."""
-    evaluator = coco_eval(ground_truth, predictions, class_names)
+    """Per-class COCO AP@[.5:.95] and AP50 from COCOeval's precision array (area "all", 100 detections).
+
+    A class whose every ground-truth box is ignored (see :func:`coco_eval`) counts as absent (NaN).
+    """
+    evaluator = coco_eval(ground_truth, predictions, class_names, min_box_area)
     # precision: [IoU thresholds T, recall points R, classes K, area ranges A, max detections M]
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
     iou_50 = int(np.argmin(np.abs(evaluator.params.iouThrs - 0.5)))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+
 from sim2real.models.metrics.detection import detection_metrics
 from sim2real.storage.taxonomy import DETECTION_CLASSES
 
@@ -108,3 +109,19 @@ def test_per_class_ap_equals_pycocotools_per_category_run() -> None:
 def test_mismatched_lengths_raise() -> None:
     with pytest.raises(ValueError, match="ground-truth images"):
         detection_metrics(_ground_truth(2), [])
+
+
+def test_min_box_area_ignores_tiny_ground_truth_and_tiny_detections() -> None:
+    gt = [{"boxes": torch.tensor([[0.0, 0.0, 40.0, 40.0], [50.0, 50.0, 53.0, 53.0]]),
+           "labels": torch.tensor([3, 3])}]
+    # Finds the big car, misses the 3×3 one, and adds a 2×2 false positive with a high score.
+    preds = [{"boxes": torch.tensor([[0.0, 0.0, 40.0, 40.0], [90.0, 90.0, 92.0, 92.0]]),
+              "labels": torch.tensor([3, 3]), "scores": torch.tensor([0.5, 0.9])}]
+    plain = detection_metrics(gt, preds)
+    assert plain.ap["car"] < 60.0  # the miss and the false positive both count
+    ignoring = detection_metrics(gt, preds, min_box_area=8 * 8)
+    assert ignoring.ap["car"] == pytest.approx(100.0)
+    tiny_only = [{"boxes": torch.tensor([[50.0, 50.0, 53.0, 53.0]]), "labels": torch.tensor([1])}]
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64),
+              "scores": torch.zeros(0)}]
+    assert math.isnan(detection_metrics(tiny_only, empty, min_box_area=64).ap["person"])
