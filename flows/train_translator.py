@@ -33,6 +33,7 @@ TABLE_COLUMNS = (
     "recon_s",
     "sem",
     "sem_translated",
+    "sem_real",
     "hf",
 )
 

@@ -53,6 +53,11 @@ class SemanticLossConfig(_Frozen):
     enabled: bool = True
     weight: float = Field(1.0, ge=0, description="weight of CE(seg_head(content(sim)), seg)")
     translated_weight: float = Field(1.0, ge=0, description="weight of CE(seg_head(content(sim→real)), seg)")
+    real_weight: float = Field(
+        1.0,
+        ge=0,
+        description="weight of CE(seg_head(content(real)), the target's own labels), when it has them",
+    )
     head_dim: int = Field(64, ge=4, description="hidden channels of the seg head")
 
 

@@ -22,12 +22,17 @@ DETAIL_BOX_KEYS: tuple[str, ...] = ("lane_marks",)
 
 @dataclass(frozen=True)
 class TranslatorBatch:
-    """One unpaired batch. Images are B×3×H×W in [-1, 1]; ``sim_seg`` B×H×W int64; ``detail`` B×1×H×W."""
+    """One unpaired batch. Images B×3×H×W in [-1, 1]; label maps B×H×W int64 (255 = ignore); detail B×1×H×W.
+
+    ``real_seg`` is the target's own labels where it has them (all 255 otherwise); they are never paired
+    with the sim frames.
+    """
 
     sim: torch.Tensor
     sim_seg: torch.Tensor
     detail: torch.Tensor
     real: torch.Tensor
+    real_seg: torch.Tensor
 
     def to(self, device: torch.device | str, channels_last: bool = False) -> TranslatorBatch:
         """The batch on ``device`` (images in channels_last memory format when asked)."""
@@ -36,7 +41,13 @@ class TranslatorBatch:
         def move(x: torch.Tensor) -> torch.Tensor:
             return x.to(device, non_blocking=True, memory_format=fmt) if x.dim() == 4 else x.to(device)
 
-        return TranslatorBatch(move(self.sim), self.sim_seg.to(device), move(self.detail), move(self.real))
+        return TranslatorBatch(
+            move(self.sim),
+            self.sim_seg.to(device),
+            move(self.detail),
+            move(self.real),
+            self.real_seg.to(device),
+        )
 
 
 def detail_mask(seg: np.ndarray, meta: Mapping[str, Any]) -> np.ndarray:
@@ -97,7 +108,7 @@ def translator_batches(
     sim_iter, real_iter = iter(sim_samples), iter(real_samples)
     size = (train.crop_height, train.crop_width)
     while True:
-        sims, segs, details, reals = [], [], [], []
+        sims, segs, details, reals, real_segs = [], [], [], [], []
         for _ in range(train.batch_size):
             try:
                 sim, real = next(sim_iter), next(real_iter)
@@ -107,9 +118,21 @@ def translator_batches(
             rgb, seg, det = random_crop_flip(
                 [sim["rgb"], sim["seg"], detail], [None, IGNORE_ID, 0], *size, train.hflip, rng
             )
-            (real_rgb,) = random_crop_flip([real["rgb"]], [None], *size, train.hflip, rng)
+            real_labels = real.get("seg")
+            if real_labels is None:
+                real_labels = np.full(real["rgb"].shape[:2], IGNORE_ID, np.uint8)
+            real_rgb, real_seg = random_crop_flip(
+                [real["rgb"], real_labels], [None, IGNORE_ID], *size, train.hflip, rng
+            )
             sims.append(image_tensor(rgb))
             segs.append(torch.from_numpy(seg.astype(np.int64)))
             details.append(torch.from_numpy(det).float()[None])
             reals.append(image_tensor(real_rgb))
-        yield TranslatorBatch(torch.stack(sims), torch.stack(segs), torch.stack(details), torch.stack(reals))
+            real_segs.append(torch.from_numpy(real_seg.astype(np.int64)))
+        yield TranslatorBatch(
+            torch.stack(sims),
+            torch.stack(segs),
+            torch.stack(details),
+            torch.stack(reals),
+            torch.stack(real_segs),
+        )

@@ -107,6 +107,10 @@ def generator_losses(
         size = (x_a.shape[-2], x_a.shape[-1])
         terms["sem"] = semantic_loss(translator.seg_head(c_a, size), batch.sim_seg)
         terms["sem_translated"] = semantic_loss(frozen_semantics(translator, x_ab, size), batch.sim_seg)
+        if loss.semantic.real_weight > 0:
+            # Supervising real content with the target's labels aligns the two content spaces by meaning,
+            # so the real decoder (trained to rebuild real cars from real-car content) draws sim cars as such.
+            terms["sem_real"] = semantic_loss(translator.seg_head(c_b, size), batch.real_seg)
     if loss.high_frequency.enabled:
         hf = loss.high_frequency
         terms["hf"] = high_frequency_loss(
@@ -125,6 +129,7 @@ def weighted_total(terms: dict[str, torch.Tensor], loss: LossConfig) -> torch.Te
         "recon_cyc": loss.recon_x_cyc_w,
         "sem": loss.semantic.weight,
         "sem_translated": loss.semantic.translated_weight,
+        "sem_real": loss.semantic.real_weight,
         "hf": loss.high_frequency.weight,
     }
     total = next(iter(terms.values())).new_zeros(())

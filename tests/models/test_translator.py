@@ -151,9 +151,13 @@ def test_semantic_loss_is_switchable_and_changes_gradients():
     assert any(n.startswith("seg_head.") for n in on) and not any(n.startswith("seg_head.") for n in off)
     name = "sim.content.net.0.0.weight"
     assert not torch.allclose(on[name], off[name]), "semantic loss must reach the sim content encoder"
-    # the translated image's term reaches the real decoder that drew it, not the (frozen) real encoder
+    # the translated image's term reaches the real decoder that drew it, not the (frozen) real encoder;
+    # only the target's own labels (real_weight) train the real encoder
     assert not torch.allclose(on["real.decoder.upsample.4.weight"], off["real.decoder.upsample.4.weight"])
-    assert torch.allclose(on["real.content.net.0.0.weight"], off["real.content.net.0.0.weight"])
+    assert not torch.allclose(on["real.content.net.0.0.weight"], off["real.content.net.0.0.weight"])
+    unpaired = config.loss.model_copy(update={"semantic": SemanticLossConfig(real_weight=0.0)})
+    unpaired_grads = _generator_grads(config, unpaired, batch)
+    assert torch.allclose(unpaired_grads["real.content.net.0.0.weight"], off["real.content.net.0.0.weight"])
     # a config with the loss off builds no seg head at all
     assert build_translator(tiny_config(semantic=SemanticLossConfig(enabled=False))).seg_head is None
 
