@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from prefect.artifacts import Artifact
 from typer.testing import CliRunner
 
 from sim2real.flows.cli import app
@@ -91,6 +92,14 @@ def test_crash_resume_register_and_rerun(toy_root, monkeypatch):
     model, _ = load_translator(registry, result["translator"], "cpu")
     images = torch.rand(1, 3, 31, 45)
     assert translate_batch(model, images).shape == images.shape
+
+    key = f"translator-{result['run']}"
+    losses = Artifact.get(f"{key}-losses")
+    assert losses is not None and losses.type == "table" and '"step": 4' in str(losses.data)
+    preview = Artifact.get(f"{key}-preview")
+    assert preview is not None and "data:image/png;base64," in str(preview.data)
+    assert Artifact.get(f"{key}-progress").data == 100.0
+    assert Artifact.get(f"{key}-metrics") is not None
 
     again = train_translator_flow(source="sim@latest", target="real@latest", root=toy_root, profile="tiny")
     assert again == result, "a finished run is returned, not retrained"
