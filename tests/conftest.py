@@ -7,6 +7,8 @@ import os
 import pytest
 
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+# The harness server's telemetry heartbeat races its own SQLite setup ("database is locked").
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

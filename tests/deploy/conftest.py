@@ -1,6 +1,6 @@
 """A real Prefect server on a free loopback port, deployed from deploy/prefect.yaml, with one process worker.
 
-The session fixture ``deployed`` does what an operator does (deploy/OPERATIONS.md): start the server,
+The session fixture ``deployed`` does what an operator does (README, "Operating sim2real"): start the server,
 create pools and limits with ``deploy/create_pools.sh --deploy``, start a worker, run the translate
 deployment. Its event triggers retrain-and-evaluate, which the same worker runs. Tests then check the
 state through the Prefect client and the UI. Everything runs on 127.0.0.1; the server and worker are
