@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import fsspec
 import yaml
@@ -106,7 +107,7 @@ def train_translator_flow(
     if start:
         logger.info("resuming run %s from its checkpoint at step %d", run.run_id, start)
     key = artifact_key("translator", run.run_id)
-    progress = create_progress_artifact(
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
         100.0 * start / total, key=f"{key}-progress", description="train-translator"
     )
     rows: list[dict[str, Any]] = []

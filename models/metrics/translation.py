@@ -33,34 +33,38 @@ class _Frozen(BaseModel):
 class ReferenceSegmenterConfig(_Frozen):
     """The target-trained segmenter behind label fidelity: architecture and training budget."""
 
-    backbone: str = Field("resnet18", description="models.segmenter backbone registry key")
-    output_stride: int = Field(16, description="backbone output stride: 8, 16 or 32")
-    aspp_channels: int = Field(64, ge=8)
-    low_level_channels: int = Field(24, ge=4)
-    decoder_channels: int = Field(64, ge=8)
-    steps: int = Field(300, ge=1, description="optimizer steps on target training frames")
-    batch_size: int = Field(8, ge=1)
-    crop_height: int = Field(128, ge=16)
-    crop_width: int = Field(128, ge=16)
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate (cosine-decayed)")
+    backbone: str = Field(default="resnet18", description="models.segmenter backbone registry key")
+    output_stride: int = Field(default=16, description="backbone output stride: 8, 16 or 32")
+    aspp_channels: int = Field(default=64, ge=8)
+    low_level_channels: int = Field(default=24, ge=4)
+    decoder_channels: int = Field(default=64, ge=8)
+    steps: int = Field(default=300, ge=1, description="optimizer steps on target training frames")
+    batch_size: int = Field(default=8, ge=1)
+    crop_height: int = Field(default=128, ge=16)
+    crop_width: int = Field(default=128, ge=16)
+    lr: float = Field(default=1e-3, gt=0, description="AdamW learning rate (cosine-decayed)")
 
 
 class RealismConfig(_Frozen):
     """Sliced Wasserstein distance over Laplacian-pyramid patches."""
 
-    levels: int = Field(3, ge=1, le=6, description="band-pass levels; the low-pass residual is one more")
-    patch_size: int = Field(7, ge=1, description="patch side (pixels at each level)")
-    patches_per_image: int = Field(64, ge=1, description="random patches drawn per image and level")
-    projections: int = Field(128, ge=1, description="random directions of the sliced distance")
+    levels: int = Field(
+        default=3, ge=1, le=6, description="band-pass levels; the low-pass residual is one more"
+    )
+    patch_size: int = Field(default=7, ge=1, description="patch side (pixels at each level)")
+    patches_per_image: int = Field(default=64, ge=1, description="random patches drawn per image and level")
+    projections: int = Field(default=128, ge=1, description="random directions of the sliced distance")
     seed: int = 0
 
 
 class TranslationMetricsConfig(_Frozen):
     """What the translator's evaluation computes and on how many frames."""
 
-    frames: int = Field(32, ge=1, description="held-out sim frames translated and scored (and real frames)")
-    val_fraction: float = Field(0.2, gt=0, lt=1, description="share of keys held out for evaluation")
-    batch_size: int = Field(8, ge=1, description="frames per inference batch")
+    frames: int = Field(
+        default=32, ge=1, description="held-out sim frames translated and scored (and real frames)"
+    )
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of keys held out for evaluation")
+    batch_size: int = Field(default=8, ge=1, description="frames per inference batch")
     segmenter: ReferenceSegmenterConfig = ReferenceSegmenterConfig()
     realism: RealismConfig = RealismConfig()
 

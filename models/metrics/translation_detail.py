@@ -121,15 +121,15 @@ def detail_readings(
     """Counts of legible lights/signs in one frame and of those read correctly against ``meta``."""
     counts = {"lights": 0, "lights_correct": 0, "signs": 0, "signs_correct": 0}
     for light in meta.get("lights", ()):
-        reading = read_light_color(rgb, light["bbox_xyxy"])
-        if reading is not None:
+        color = read_light_color(rgb, light["bbox_xyxy"])
+        if color is not None:
             counts["lights"] += 1
-            counts["lights_correct"] += int(reading == light["color"])
+            counts["lights_correct"] += int(color == light["color"])
     for sign in meta.get("signs", ()):
-        reading = read_speed_limit(rgb, sign["bbox_xyxy"], bitmaps)
-        if reading is not None:
+        limit = read_speed_limit(rgb, sign["bbox_xyxy"], bitmaps)
+        if limit is not None:
             counts["signs"] += 1
-            counts["signs_correct"] += int(reading == sign["speed_limit"])
+            counts["signs_correct"] += int(limit == sign["speed_limit"])
     return counts
 
 

@@ -19,6 +19,9 @@ from sim2real.storage.taxonomy import NUM_TRAIN_CLASSES
 class Translator(nn.Module):
     """Sim and real auto-encoders sharing a content space, plus the semantic seg head (if enabled)."""
 
+    real_style: torch.Tensor
+    style_updates: torch.Tensor
+
     def __init__(self, gen: GeneratorConfig, semantic: SemanticLossConfig) -> None:
         super().__init__()
         self.stride = gen.stride

@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.models.translator.config import GeneratorConfig
+from sim2real.models.translator.config import GeneratorConfig, PadType
 
 
 def conv_block(
-    in_ch: int, out_ch: int, kernel: int, stride: int, norm: str, pad_type: str, act: bool = True
+    in_ch: int, out_ch: int, kernel: int, stride: int, norm: str, pad_type: PadType, act: bool = True
 ) -> nn.Sequential:
     """Padded conv → optional norm (``instance``, ``layer`` or ``none``) → optional ReLU."""
     # (kernel - 1) // 2 keeps H for odd kernels and halves an even H exactly for 4×4 stride-2 convs.
@@ -37,7 +37,7 @@ def conv_block(
 class ResBlock(nn.Module):
     """Two 3×3 convs with instance norm and an identity shortcut."""
 
-    def __init__(self, ch: int, pad_type: str) -> None:
+    def __init__(self, ch: int, pad_type: PadType) -> None:
         super().__init__()
         self.body = nn.Sequential(
             conv_block(ch, ch, 3, 1, "instance", pad_type),
@@ -51,11 +51,10 @@ class ResBlock(nn.Module):
 class AdaINResBlock(nn.Module):
     """Residual block whose two norms take their scale and shift from the style (AdaIN)."""
 
-    def __init__(self, ch: int, pad_type: str) -> None:
+    def __init__(self, ch: int, pad_type: PadType) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(ch, ch, 3, 1, 1, padding_mode=pad_type)
         self.conv2 = nn.Conv2d(ch, ch, 3, 1, 1, padding_mode=pad_type)
-        self.num_params = 4 * ch  # (scale, shift) for each of the two norms
 
     @staticmethod
     def _adain(x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -136,15 +135,13 @@ class Decoder(nn.Module):
             ch //= 2
         up += [nn.Conv2d(ch, 3, 7, 1, 3, padding_mode=cfg.pad_type), nn.Tanh()]
         self.upsample = nn.Sequential(*up)
-        num_params = sum(block.num_params for block in self.res_blocks)
-        self.mlp = StyleMLP(cfg.style_dim, cfg.mlp_dim, num_params, cfg.mlp_layers)
+        self.param_counts = [4 * cfg.content_channels] * cfg.n_res  # (scale, shift) × 2 norms per block
+        self.mlp = StyleMLP(cfg.style_dim, cfg.mlp_dim, sum(self.param_counts), cfg.mlp_layers)
 
     def forward(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         params = self.mlp(style)
         x = content
-        for block, p in zip(
-            self.res_blocks, params.split([b.num_params for b in self.res_blocks], 1), strict=True
-        ):
+        for block, p in zip(self.res_blocks, params.split(self.param_counts, 1), strict=True):
             x = block(x, p)
         return self.upsample(x)
 
