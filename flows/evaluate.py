@@ -35,13 +35,13 @@ class DataProfile(BaseModel):
     """Frame preparation shared by every arm (see ``DataOptions``)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    image_height: int | None = Field(None, ge=16)
-    image_width: int | None = Field(None, ge=16)
-    shuffle_buffer: int = Field(64, ge=0)
-    eval_batch_size: int = Field(4, ge=1)
-    max_val_samples: int | None = Field(None, ge=1)
-    min_box_px: float = Field(1.0, ge=1.0)
-    eval_min_box_px: float = Field(0.0, ge=0.0)
+    image_height: int | None = Field(default=None, ge=16)
+    image_width: int | None = Field(default=None, ge=16)
+    shuffle_buffer: int = Field(default=64, ge=0)
+    eval_batch_size: int = Field(default=4, ge=1)
+    max_val_samples: int | None = Field(default=None, ge=1)
+    min_box_px: float = Field(default=1.0, ge=1.0)
+    eval_min_box_px: float = Field(default=0.0, ge=0.0)
 
     def options(self) -> DataOptions:
         size = (self.image_height, self.image_width) if self.image_height and self.image_width else None
@@ -64,10 +64,10 @@ class EvaluateProfile(BaseModel):
     name: str
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    extra_fraction: float = Field(0.5, gt=0.0, lt=1.0)
-    data: DataProfile = Field(default_factory=DataProfile)
-    detection: TaskProfile = Field(default_factory=TaskProfile)
-    segmentation: TaskProfile = Field(default_factory=TaskProfile)
+    extra_fraction: float = Field(default=0.5, gt=0.0, lt=1.0)
+    data: DataProfile = DataProfile()
+    detection: TaskProfile = TaskProfile()
+    segmentation: TaskProfile = TaskProfile()
 
     @model_validator(mode="after")
     def _typed_sections_parse(self) -> EvaluateProfile:
@@ -109,7 +109,7 @@ def load_profile(profile: str) -> EvaluateProfile:
 def plan_arms(profile: EvaluateProfile, request: EvaluateRequest, resolved: dict[str, str]) -> list[ArmRun]:
     """real-only plus real+EXTRA for each extra, for each task, fully configured."""
     real, val = resolved[request.real], resolved[request.val]
-    mixes = [("real-only", ((real, 1.0),))]
+    mixes: list[tuple[str, tuple[tuple[str, float], ...]]] = [("real-only", ((real, 1.0),))]
     share = profile.extra_fraction
     for extra in request.extras:
         ref = resolved[extra]

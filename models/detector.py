@@ -91,7 +91,7 @@ def get_backbone(name: str, fpn_channels: int = 256) -> BackboneWithFPN:
 
 
 # Trained from scratch: plain BatchNorm (torchvision's default BatchNorm2d, not frozen), all trainable.
-def _resnet_fpn(factory: Callable[..., nn.Module], fpn_channels: int) -> BackboneWithFPN:
+def _resnet_fpn(factory: Callable[..., tv_models.ResNet], fpn_channels: int) -> BackboneWithFPN:
     net = factory(weights=None)
     stage1 = net.fc.in_features // 8  # layer1 channels: 64 (basic blocks) or 256 (bottlenecks)
     return BackboneWithFPN(

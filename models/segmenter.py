@@ -106,7 +106,7 @@ def _dilate_stage(stage: nn.Module, dilation: int) -> None:
             module.stride = (1, 1)
 
 
-def _resnet_backbone(factory: Callable[..., nn.Module], output_stride: int) -> Backbone:
+def _resnet_backbone(factory: Callable[..., tv_models.ResNet], output_stride: int) -> Backbone:
     if output_stride not in (8, 16, 32):
         raise ValueError(f"resnet backbone: output_stride must be 8, 16 or 32, got {output_stride}")
     net = factory(weights=None)
@@ -143,7 +143,8 @@ def _mobilenet_v3_large(output_stride: int) -> Backbone:
     features = net.features
     # features[3] ends the last stride-4 stage (24 channels); the last block gives 960 channels.
     body = IntermediateLayerGetter(features, return_layers={"3": "low", str(len(features) - 1): "high"})
-    return Backbone(body, "low", "high", features[3].out_channels, features[-1].out_channels)
+    low_channels, high_channels = (int(features[i].out_channels) for i in (3, -1))
+    return Backbone(body, "low", "high", low_channels, high_channels)
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
@@ -191,6 +192,8 @@ class DeepLabV3Plus(nn.Module):
             _conv_bn_relu(config.decoder_channels, config.decoder_channels),
         )
         self.classifier = nn.Conv2d(config.decoder_channels, config.num_classes, 1)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 

@@ -69,3 +69,16 @@ def test_short_fit_lowers_loss_and_checkpoint_round_trips() -> None:
     after = predict(restored, images, "cpu")
     for a, b in zip(before, after, strict=True):
         assert torch.allclose(a["boxes"], b["boxes"]) and torch.equal(a["labels"], b["labels"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_training_and_prediction_on_cuda() -> None:
+    torch.manual_seed(0)
+    model = build_detector(DetectorConfig(min_size=64, max_size=96)).to("cuda")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    result = train_one_epoch(model, optimizer, [_batch()] * 2, "cuda", epoch=0,
+                             scaler=torch.amp.GradScaler("cuda"))
+    assert result["steps"] == 2.0
+    outputs = predict(model, _batch()[0], "cuda")
+    assert all(o["boxes"].device.type == "cpu" for o in outputs)

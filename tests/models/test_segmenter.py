@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from sim2real.models.segmenter import (
     SegmenterConfig,
     build_segmenter,
@@ -73,3 +74,18 @@ def test_short_fit_learns_a_toy_pattern_and_checkpoint_round_trips() -> None:
 def test_load_rejects_garbage() -> None:
     with pytest.raises(Exception, match="segmenter|pickle|Weights|invalid|load"):
         load_segmenter(b"not a checkpoint", source="x.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_amp_training_and_prediction_on_cuda() -> None:
+    torch.manual_seed(0)
+    model = build_segmenter(SegmenterConfig(**SMALL)).to("cuda").to(memory_format=torch.channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    scaler = torch.amp.GradScaler("cuda")
+    batches = _toy_batches(4)
+    first = train_one_epoch(model, optimizer, batches, "cuda", epoch=0, scaler=scaler)
+    last = train_one_epoch(model, optimizer, batches, "cuda", epoch=1, scaler=scaler)
+    assert last["loss"] < first["loss"]
+    pred = predict(model, batches[0][0], "cuda")
+    assert pred.device.type == "cpu" and pred.shape == (2, 32, 64)
