@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +110,16 @@ def test_a_changed_config_is_a_new_arm(world: dict[str, Any], tmp_path: Path) ->
     (arm,) = result["arms"]
     assert not arm["cached"] and arm["arm_id"] not in {a["arm_id"] for a in world["first"]["arms"]}
     assert result["profile"] == "seed1" and result["rows_added"] == ROWS_PER_ARM["segmentation"]
+
+
+def test_metrics_cli_prints_the_stored_tables(world: dict[str, Any]) -> None:
+    cli = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
+    env = {**os.environ, "SIM2REAL_ROOT": world["root"]}
+    done = subprocess.run([*cli, "metrics", "--version", "toy-sim@latest", "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["Arm"] for r in printed["tables"]["detection"]] == ["real+toy-sim"]  # only rows using sim
+    assert "Segmentation: IoU (%)" in done.stderr and "mIoU" in done.stderr
+    everything = subprocess.run([*cli, "metrics"], capture_output=True, text=True, env=env, timeout=300)
+    assert everything.returncode == 0 and "real-only" in everything.stdout
