@@ -36,8 +36,9 @@ def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> Non
 
 def main() -> None:
     """Entry point of the console script: known failures print one clear line, not a traceback."""
-    from sim2real.flows.runtime import quiet_prefect
+    from sim2real.flows.runtime import quiet_prefect, tune_cpu_threads
 
+    tune_cpu_threads()  # before anything imports torch
     quiet_prefect()  # before anything imports Prefect
     for module in _COMMAND_MODULES:
         importlib.import_module(module).register(app)

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch is imported; see flows/runtime.py
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 # The harness server's telemetry heartbeat races its own SQLite setup ("database is locked").
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
