@@ -99,9 +99,10 @@ def test_discover_and_load(tmp_path, random_rgb, decode_png, decode_json, zipped
         fmt.load(frames[2])
 
 
-def test_ingest_round_trip(tmp_path, random_rgb, ingest):
+@pytest.mark.parametrize("zipped", [False, True], ids=["folders", "zips"])
+def test_ingest_round_trip(tmp_path, random_rgb, ingest, zipped):
     root = str(tmp_path / "shift_images")
-    originals = _write_view(os.path.join(root, "train/front"), random_rgb, zipped=False)
+    originals = _write_view(os.path.join(root, "train/front"), random_rgb, zipped=zipped)
     version, raw, decoded = ingest(root, "shift", {"split": "train"})
     assert len(raw) == 2 and version.info["quarantined"] == 1 and version.info["unknown_ids"] == {"40": 2}
     for key in raw:
