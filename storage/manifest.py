@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.taxonomy import DETECTION_CLASS_ID, DETECTION_CLASSES, NUM_TRAIN_CLASSES
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import fsspec
+
 from sim2real.storage.schema import check_key
 
 #: Fixed mtime of every tar member (2020-01-01T00:00:00Z) so that shard bytes are reproducible.

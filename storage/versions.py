@@ -28,6 +28,7 @@ from typing import Any
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from sim2real.storage.shards import write_atomic
 
 VERSION_FILE = "version.json"

@@ -7,6 +7,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+
 from sim2real.storage import ingest
 from sim2real.storage.sources.base import SourceFrame
 from sim2real.storage.versions import DatasetStore, Version

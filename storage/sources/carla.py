@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format

@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 import numpy as np
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, SourceFrame
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID

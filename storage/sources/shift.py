@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format

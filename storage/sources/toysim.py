@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+
 from sim2real.storage.sources.toysim_materials import is_lit_lamp, palette, shade_part
 from sim2real.storage.sources.toysim_raster import (
     CROSSWALK_ID,

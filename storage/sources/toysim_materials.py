@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+
 from sim2real.storage.sources.toysim_font import sample_bitmap, text_bitmap
 from sim2real.storage.sources.toysim_raster import Fragment
 from sim2real.storage.sources.toysim_scene import Part, SceneObject

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
 from sim2real.storage.sources.toysim_scene import Camera, Part, Street
 from sim2real.storage.taxonomy import IGNORE_ID, TRAIN_ID_BY_NAME
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+
 from sim2real.storage.taxonomy import TRAIN_ID_BY_NAME
 
 Shape = Literal["box", "rect", "ellipse"]

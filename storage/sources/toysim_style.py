@@ -9,6 +9,7 @@ are untouched.
 from __future__ import annotations
 
 import numpy as np
+
 from sim2real.storage.sources.toysim_materials import Palette, color
 from sim2real.storage.sources.toysim_raster import Ground
 from sim2real.storage.sources.toysim_scene import Scene

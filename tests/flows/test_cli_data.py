@@ -20,7 +20,9 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_cli_toysim_ingest_urls(tmp_path: Path):
     env = {**os.environ, "SIM2REAL_ROOT": str(tmp_path / "root")}
     out = tmp_path / "export"
-    made = run("toysim", "--style", "real", "--frames", "5", "--size", "24x48", "--out", str(out), "--json", env=env)
+    made = run(
+        "toysim", "--style", "real", "--frames", "5", "--size", "24x48", "--out", str(out), "--json", env=env
+    )
     assert made.returncode == 0, made.stderr
     assert json.loads(made.stdout.strip().splitlines()[-1])["frames"] == 5
 

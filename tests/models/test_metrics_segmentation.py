@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from sim2real.models.metrics.segmentation import confusion_matrix, iou_per_class, mean_iou, pixel_accuracy
 
 

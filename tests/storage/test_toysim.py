@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+
 from sim2real.storage.schema import KEY_PATTERN
 from sim2real.storage.sources.toysim import (
     RenderedFrame,

@@ -10,7 +10,10 @@ from sim2real.storage.versions import DatasetStore, VersionNotFound, commit_vers
 
 
 def _commit(store: DatasetStore, name: str, version: str) -> None:
-    part = {"shard": {"file": f"{name}-000000.tar", "nsamples": 0, "filesize": 0, "md5": ""}, "quarantine": []}
+    part = {
+        "shard": {"file": f"{name}-000000.tar", "nsamples": 0, "filesize": 0, "md5": ""},
+        "quarantine": [],
+    }
     commit_version(store, name, version, [part], {"kind": "test"}, manifest_table([]))
 
 

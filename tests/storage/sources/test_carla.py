@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 import pytest
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, get_format
 from sim2real.storage.sources.carla import CARLA_LEGACY_TAGS, CARLA_TAGS

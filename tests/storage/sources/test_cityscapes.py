@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, get_format
 

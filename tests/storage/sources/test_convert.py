@@ -8,6 +8,7 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
+
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, SourceFrame
 

@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, get_format
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS

@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pytest
 from PIL import Image
+
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, get_format
 
