@@ -27,14 +27,14 @@ from sim2real.storage.versions import default_root
 class DemoConfig(BaseModel):
     """Sizes of the demo; the defaults fit ~20 minutes on 2 CPU cores."""
 
-    height: int = Field(128, ge=16, description="frame height in pixels")
-    width: int = Field(256, ge=16, description="frame width in pixels")
-    sim_frames: int = Field(240, ge=4, description="simulator frames (the source domain)")
-    real_frames: int = Field(160, ge=4, description="real training frames (the target domain)")
-    val_frames: int = Field(60, ge=4, description="real validation frames")
-    translator_profile: str = Field("demo", description="translator profile (tiny, demo, full)")
-    evaluate_profile: str = Field("demo", description="retrain-and-evaluate profile (tiny, demo, full)")
-    max_shard_samples: int = Field(64, ge=1, description="samples per shard")
+    height: int = Field(default=128, ge=16, description="frame height in pixels")
+    width: int = Field(default=256, ge=16, description="frame width in pixels")
+    sim_frames: int = Field(default=240, ge=4, description="simulator frames (the source domain)")
+    real_frames: int = Field(default=160, ge=4, description="real training frames (the target domain)")
+    val_frames: int = Field(default=60, ge=4, description="real validation frames")
+    translator_profile: str = Field(default="demo", description="translator profile (tiny, demo, full)")
+    evaluate_profile: str = Field(default="demo", description="evaluate profile (tiny, demo, full)")
+    max_shard_samples: int = Field(default=64, ge=1, description="samples per shard")
 
 
 EXPORTS = (  # dataset name, toy style, seed, DemoConfig field with the frame count
