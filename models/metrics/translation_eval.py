@@ -100,7 +100,7 @@ def train_reference_segmenter(
     return model.eval()
 
 
-def _segment(segmenter: nn.Module, images: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
+def segment(segmenter: nn.Module, images: torch.Tensor, device: torch.device, batch: int) -> torch.Tensor:
     return torch.cat(
         [predict(segmenter, images[i : i + batch], device) for i in range(0, len(images), batch)]
     )
@@ -112,7 +112,7 @@ def _translate(translator: Translator, images: torch.Tensor, batch: int) -> torc
     )
 
 
-def _domain_scores(
+def domain_scores(
     images: torch.Tensor,
     frames: Sequence[Mapping[str, Any]],
     real_images: torch.Tensor,
@@ -123,7 +123,7 @@ def _domain_scores(
 ) -> dict[str, Any]:
     """Fidelity, flips, realism and detail readings of one image set (translated or raw) of ``frames``."""
     labels = np.stack([f["seg"] for f in frames])
-    cm = confusion_matrix(_segment(segmenter, images, device, config.batch_size), labels)
+    cm = confusion_matrix(segment(segmenter, images, device, config.batch_size), labels)
     counts: Counter[str] = Counter()
     edges = []
     for rgb, frame in zip(to_uint8(images), frames, strict=True):
@@ -156,14 +156,14 @@ def evaluate_translation(
     real_images = to_tensor([f["rgb"] for f in real_frames])
     real_labels = np.stack([f["seg"] for f in real_frames])
     reference = label_fidelity(
-        confusion_matrix(_segment(segmenter, real_images, device, config.batch_size), real_labels)
+        confusion_matrix(segment(segmenter, real_images, device, config.batch_size), real_labels)
     )
     raw_images = to_tensor([f["rgb"] for f in sim_frames])
     translated_images = _translate(translator, raw_images, config.batch_size).cpu()
-    translated = _domain_scores(
+    translated = domain_scores(
         translated_images, sim_frames, real_images, segmenter, config, device, bitmaps
     )
-    raw = _domain_scores(raw_images, sim_frames, real_images, segmenter, config, device, bitmaps)
+    raw = domain_scores(raw_images, sim_frames, real_images, segmenter, config, device, bitmaps)
     return json_safe(
         {
             "summary": summarize(translated, raw, float(reference["miou"])),

@@ -10,7 +10,6 @@ The result has the same shape as ``evaluate_translation``'s, so one report reade
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,31 +20,12 @@ from torch import nn
 from sim2real.models.metrics.segmentation import confusion_matrix
 from sim2real.models.metrics.translation import (
     TranslationMetricsConfig,
-    flip_matrix,
     label_fidelity,
-    realism_distance,
     summarize,
 )
-from sim2real.models.metrics.translation_detail import detail_readings, edge_agreement, retention_summary
-from sim2real.models.segmenter import predict
-from sim2real.models.translator.data import detail_mask
+from sim2real.models.metrics.translation_eval import domain_scores, segment, to_tensor
 
 Frame = Mapping[str, Any]  # a decoded sample: rgb (H×W×3 uint8), seg, meta
-
-
-def to_tensor(rgbs: Sequence[np.ndarray]) -> torch.Tensor:
-    """H×W×3 uint8 arrays of one size → N×3×H×W float in [0, 1]."""
-    return torch.from_numpy(np.stack(rgbs)).permute(0, 3, 1, 2).float().div(255.0)
-
-
-@torch.inference_mode()
-def segment(
-    segmenter: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
-) -> torch.Tensor:
-    """Per-pixel trainIds for N×3×H×W images, ``batch_size`` at a time."""
-    return torch.cat(
-        [predict(segmenter, images[i : i + batch_size], device) for i in range(0, len(images), batch_size)]
-    )
 
 
 def image_set_scores(
@@ -58,25 +38,7 @@ def image_set_scores(
     bitmaps: Mapping[int, np.ndarray],
 ) -> dict[str, Any]:
     """Fidelity against ``source`` labels, flips, realism against ``real_images`` and detail retention."""
-    tensor = to_tensor(images)
-    labels = np.stack([f["seg"] for f in source])
-    cm = confusion_matrix(segment(segmenter, tensor, device, config.batch_size), labels)
-    counts: Counter[str] = Counter()
-    edges = []
-    for rgb, frame in zip(images, source, strict=True):
-        meta = frame.get("meta", {})
-        counts.update(detail_readings(rgb, meta, bitmaps))
-        agreement = edge_agreement(frame["rgb"], rgb, detail_mask(frame["seg"], meta))
-        if agreement is not None:
-            edges.append(agreement)
-    fidelity = label_fidelity(cm)
-    return {
-        "miou": fidelity["miou"],
-        "fidelity": fidelity,
-        "flip_matrix": flip_matrix(cm),
-        **realism_distance(tensor, real_images, config.realism),
-        "detail": retention_summary(counts, edges),
-    }
+    return domain_scores(to_tensor(images), source, real_images, segmenter, config, device, bitmaps)
 
 
 def score_translated_version(
