@@ -9,10 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
 from sim2real.flows.evaluate import load_profile, retrain_and_evaluate
 from sim2real.flows.ingest import ingest_flow
@@ -69,7 +70,10 @@ def test_tables_are_seed_shaped_and_artifacts_published(world: dict[str, Any]) -
     with get_client(sync_client=True) as client:
         artifacts = {
             a.key: a for a in client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(like_="evaluate-"))
+                artifact_filter=ArtifactFilter(  # this run only: other tests publish the same keys
+                    key=ArtifactFilterKey(like_="evaluate-"),
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(world["first"]["run_id"])]),
+                )
             )
         }
     assert {"evaluate-detection", "evaluate-segmentation", "evaluate-report"} <= set(artifacts)
