@@ -11,6 +11,7 @@ from sim2real.storage.versions import DatasetStore, default_root
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
 ROOT_OPT = typer.Option(None, "--root", help="Storage root URL (default: $SIM2REAL_ROOT or ./data).")
 RUNNERS = ("thread", "dask", "ray")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def translate(
@@ -22,6 +23,12 @@ def translate(
     batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per forward pass."),
     image_format: str = typer.Option("png", "--format", help="Translated image format: png or jpg."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="auto (bf16 where native), fp32, bf16 or fp16 (CUDA only)."
+    ),
+    compile_model: bool = typer.Option(
+        False, "--compile", help="torch.compile the translator: pays off on large runs (minutes of frames)."
+    ),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -29,11 +36,19 @@ def translate(
     from sim2real.flows.runners import RunnerConfig
     from sim2real.flows.runtime import quiet_prefect
     from sim2real.flows.translate import TranslateConfig, run_translate
+    from sim2real.models.translator.engine import resolve_precision
+    from sim2real.models.translator_infer import resolve_device
 
     if runner not in RUNNERS:
         raise typer.BadParameter(f"runner {runner!r}: choose one of {', '.join(RUNNERS)}")
     if image_format not in ("png", "jpg"):
         raise typer.BadParameter(f"format {image_format!r}: choose png or jpg")
+    if precision not in PRECISIONS:
+        raise typer.BadParameter(f"precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    try:
+        resolve_precision(precision, resolve_device(device))
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     root = root or default_root()
     DatasetStore(root).open(ref)  # fail fast, before any flow starts: unknown version or translator
     TranslatorRegistry(root).card(translator)
@@ -44,7 +59,13 @@ def translate(
         translator=translator,
         out_name=out_name,
         root=root,
-        config=TranslateConfig(batch_size=batch_size, image_format=image_format, device=device),  # type: ignore[arg-type]
+        config=TranslateConfig(
+            batch_size=batch_size,
+            image_format=image_format,  # type: ignore[arg-type]
+            device=device,
+            precision=precision,  # type: ignore[arg-type]
+            compile=compile_model,
+        ),
     )
     human = (
         f"{result['name']}@{result['version']}: {result['samples']} samples, {result['shards']} shards "

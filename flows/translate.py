@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 from typing import Any, Literal
 
+import torch
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import PrefectFuture
@@ -19,10 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from sim2real.flows.events import emit_version_created
 from sim2real.flows.reporting import Progress, artifact_key, completed, table
 from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
-from sim2real.models.translator_infer import InferenceConfig, precision_for, resolve_device
+from sim2real.models.translator.engine import resolve_precision
+from sim2real.models.translator_infer import InferenceConfig, resolve_device
 from sim2real.storage.translate_io import EncodeConfig, TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
+
+ENGINE_VERSION = "folded-upsampling/1"
 
 
 class ShardsFailed(RuntimeError):
@@ -44,6 +48,14 @@ class TranslateConfig(BaseModel):
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
     encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto",
+        description="compute precision: auto = bf16 where the device has it natively (fp16 on older GPUs)",
+    )
+    compile: bool = Field(
+        default=False,
+        description="torch.compile the translator (seconds to a minute per input shape; for large runs)",
+    )
     gpu_slots: int = Field(default=1, ge=1, description="slots of the 'gpu' tag limit, created if absent")
 
     def encode(self) -> EncodeConfig:
@@ -52,15 +64,25 @@ class TranslateConfig(BaseModel):
     def inference(self) -> InferenceConfig:
         return InferenceConfig(self.batch_size, self.decode_workers, self.prefetch_batches)
 
+    def engine(self, device: torch.device) -> translate_tasks.EngineConfig:
+        return translate_tasks.EngineConfig(
+            str(device), resolve_precision(self.precision, device), self.compile
+        )
 
-def version_config(config: TranslateConfig, device: Any) -> dict[str, Any]:
-    """The settings the version id covers: those that change output bytes (not batch or worker counts)."""
+
+def version_config(config: TranslateConfig, device: torch.device) -> dict[str, Any]:
+    """The settings the version id covers: those that change output bytes (not batch or worker counts).
+
+    ``engine`` names the inference graph's numerics; bump it when a change to the engine moves pixels.
+    """
     encode = config.encode()
     return {
         "image_format": encode.image_format,
         "jpeg_quality": encode.jpeg_quality,
         "png_compress_level": encode.png_compress_level,
-        "precision": precision_for(device),
+        "precision": resolve_precision(config.precision, device),
+        "compiled": config.compile,
+        "engine": ENGINE_VERSION,
     }
 
 
@@ -89,7 +111,7 @@ def translate_flow(
         shard_task = shard_task.with_options(tags=[GPU_TAG])
     futures = [
         shard_task.submit(
-            root, plan, i, config.encode(), config.inference(), str(device), config.encode_threads
+            root, plan, i, config.encode(), config.inference(), config.engine(device), config.encode_threads
         )
         for i in range(len(plan.shard_urls))
     ]

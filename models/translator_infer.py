@@ -2,11 +2,12 @@
 
 Three stages run at once. DataLoader worker processes read the shard with stock ``webdataset``,
 group frames of equal size into batches and decode them (worker ``i`` of ``n`` takes batches
-``i, i + n, …``); the main process moves each pinned batch to the device (``non_blocking``) and runs the
-translator under ``torch.inference_mode()`` (AMP and ``channels_last`` on CUDA, inside
-``translate_batch``); the consumer encodes the yielded frames in its own threads. On CUDA, batch
-``i + 1`` is launched before batch ``i``'s pixels are collected, so the device does not wait on the
-host. Label members travel as raw bytes and are never decoded.
+``i, i + n, …``); the main process moves each pinned batch to the device (``non_blocking``) and runs
+a :class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
+device computes it natively, ``channels_last`` on CUDA, optionally compiled); the consumer encodes the
+yielded frames in its own threads. On CUDA, batch ``i + 1`` is launched before batch ``i``'s pixels
+are collected, so the device does not wait on the host. Label members travel as raw bytes and are
+never decoded.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torch import nn
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from sim2real.models.translator.inference import translate_batch
-from sim2real.models.translator.training import autocast_for
+from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.storage import schema
 
 
@@ -180,10 +179,11 @@ class _InFlight:
 
 
 @torch.inference_mode()
-def _launch(model: nn.Module, batch: DecodedBatch, device: torch.device) -> _InFlight:
+def _launch(engine: TranslatorEngine, batch: DecodedBatch) -> _InFlight:
     assert batch.images is not None
+    device = engine.device
     images = batch.images.to(device, non_blocking=True).float().div_(255)
-    out = translate_batch(model, images)
+    out = engine(images)
     pixels = out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     if device.type != "cuda":
         return _InFlight(batch, pixels, lambda: None)
@@ -209,30 +209,24 @@ def _failures(batch: DecodedBatch) -> Iterator[TranslatedFrame]:
 
 
 def translate_shard_frames(
-    model: nn.Module, url: str, config: InferenceConfig, device: torch.device | str
+    engine: TranslatorEngine, url: str, config: InferenceConfig
 ) -> Iterator[TranslatedFrame]:
-    """Translate every frame of the shard at ``url``; frames come out in batch order, not shard order.
+    """Translate every frame of the shard at ``url`` on the engine's device; frames come out in batch
+    order, not shard order.
 
     A frame whose image cannot be decoded comes out with ``rgb=None`` and the reason in ``error``.
     """
-    device = torch.device(device)
     in_flight: _InFlight | None = None
-    for batch in shard_loader(url, config, pin_memory=device.type == "cuda"):
+    for batch in shard_loader(url, config, pin_memory=engine.device.type == "cuda"):
         if batch.images is None:
             yield from _failures(batch)
             continue
-        launched = _launch(model, batch, device)  # under inference_mode; not held across yields
+        launched = _launch(engine, batch)  # under inference_mode; not held across yields
         if in_flight is not None:
             yield from _collect(in_flight)
         in_flight = launched
     if in_flight is not None:
         yield from _collect(in_flight)
-
-
-def precision_for(device: torch.device | str) -> str:
-    """The compute precision ``translate_batch`` uses on ``device`` (``fp32``, or the AMP dtype)."""
-    context = autocast_for(torch.device(device))
-    return str(context.fast_dtype).removeprefix("torch.") if isinstance(context, torch.autocast) else "fp32"
 
 
 def resolve_device(device: str) -> torch.device:

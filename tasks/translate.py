@@ -1,7 +1,8 @@
 """Prefect tasks of the translate flow: thin wrappers over ``storage.translate_io`` and the torch pipeline.
 
 Tasks take references (root URL, plan, shard index) and return small dicts; images never pass
-through Prefect. A worker loads each translator once and keeps it for the shards that follow.
+through Prefect. A worker builds each translator's engine once and keeps it for the shards that follow
+(so a compiled engine compiles once per process and input shape).
 """
 
 from __future__ import annotations
@@ -9,14 +10,14 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.model import Translator
+from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator_infer import InferenceConfig, translate_shard_frames
 from sim2real.storage import translate_io
 from sim2real.storage.reader import register_fsspec_schemes
@@ -24,11 +25,20 @@ from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, Version
 
 
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the translator runs: device, precision (``auto``/``fp32``/``bf16``/``fp16``), compiled or not."""
+
+    device: str
+    precision: str = "auto"
+    compile: bool = False
+
+
 @functools.lru_cache(maxsize=2)
-def cached_translator(root: str, translator_id: str, device: str) -> Translator:
-    """The registry's translator ``translator_id`` in eval mode on ``device``, loaded once per process."""
-    model, _ = load_translator(TranslatorRegistry(root), translator_id, device)
-    return model
+def cached_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
+    """The engine of registry translator ``translator_id``, built once per process and setting."""
+    model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
+    return TranslatorEngine(model, engine.device, engine.precision, engine.compile)
 
 
 @task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -53,7 +63,7 @@ def translate_shard(
     index: int,
     encode: translate_io.EncodeConfig,
     inference: InferenceConfig,
-    device: str,
+    engine: EngineConfig,
     encode_threads: int = 2,
 ) -> dict[str, Any]:
     """Translate source shard ``index`` into output shard ``index``; a shard done before is skipped.
@@ -68,8 +78,7 @@ def translate_shard(
     register_fsspec_schemes()
     url = plan.shard_urls[index]
     source_rows = translate_io.source_rows_by_shard(store.open(plan.source)).get(url.rsplit("/", 1)[-1], {})
-    model = cached_translator(root, plan.lineage.translator_id, str(torch.device(device)))
-    frames = translate_shard_frames(model, url, inference, device)
+    frames = translate_shard_frames(cached_engine(root, plan.lineage.translator_id, engine), url, inference)
     part = translate_io.write_translated_shard(
         store,
         (plan.name, plan.version, index),

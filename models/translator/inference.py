@@ -21,6 +21,15 @@ def padded_size(height: int, width: int, stride: int) -> tuple[int, int]:
     return up(height), up(width)
 
 
+def pad_to_stride(images: torch.Tensor, stride: int) -> torch.Tensor:
+    """Edge-pad B×C×H×W at the bottom and right to :func:`padded_size`."""
+    height, width = images.shape[-2:]
+    target_h, target_w = padded_size(height, width, stride)
+    if (target_h, target_w) == (height, width):
+        return images
+    return F.pad(images, (0, target_w - width, 0, target_h - height), mode="replicate")
+
+
 @torch.inference_mode()
 def translate_batch(model: Translator, images: torch.Tensor) -> torch.Tensor:
     """Translate B×3×H×W sim images in [0, 1] to real style: same shape, [0, 1], on the input's device.
@@ -35,10 +44,7 @@ def translate_batch(model: Translator, images: torch.Tensor) -> torch.Tensor:
         model.eval()
     device = next(model.parameters()).device
     height, width = images.shape[-2:]
-    target_h, target_w = padded_size(height, width, model.stride)
-    x = images.to(device, torch.float32).mul(2).sub(1)
-    if (target_h, target_w) != (height, width):
-        x = F.pad(x, (0, target_w - width, 0, target_h - height), mode="replicate")
+    x = pad_to_stride(images.to(device, torch.float32).mul(2).sub(1), model.stride)
     if device.type == "cuda":
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast_for(device):

@@ -80,11 +80,17 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         "batch_size": 8,
         "image_format": "png",
         "device": "cpu",
+        "precision": "auto",
+        "compile_model": False,
         "root": root,
         "as_json": False,
     }
     with pytest.raises(typer.BadParameter, match="runner 'spark'"):
         translate("sim@latest", translator=model_id, runner="spark", **common)
+    with pytest.raises(typer.BadParameter, match="fp16: not supported on CPU"):
+        translate("sim@latest", translator=model_id, runner="thread", **{**common, "precision": "fp16"})
+    with pytest.raises(typer.BadParameter, match="precision 'fp8'"):
+        translate("sim@latest", translator=model_id, runner="thread", **{**common, "precision": "fp8"})
     with pytest.raises(VersionNotFound, match="sim@nope"):
         translate("sim@nope", translator=model_id, runner="thread", **common)
     with pytest.raises(RegistryError, match="no translators entry '0000'"):

@@ -143,10 +143,10 @@ def test_failure_after_some_shards_then_rerun_completes(
 ):
     real = translate_tasks.translate_shard_frames
 
-    def failing(model, url, config, device):
+    def failing(engine, url, config):
         if url.endswith(shard_file_name("toy", 1)):
             raise RuntimeError("injected crash")
-        return real(model, url, config, device)
+        return real(engine, url, config)
 
     monkeypatch.setattr(translate_tasks, "translate_shard_frames", failing)
     monkeypatch.setattr(

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
 from sim2real.models.translator_infer import InferenceConfig, TranslatedFrame, translate_shard_frames
@@ -76,14 +77,19 @@ def model() -> torch.nn.Module:
     return build_translator(config).eval()
 
 
-def run(model, url: str, workers: int, batch_size: int = 3) -> dict[str, TranslatedFrame]:
+@pytest.fixture(scope="module")
+def engine(model) -> TranslatorEngine:
+    return TranslatorEngine(model, "cpu", precision="fp32")
+
+
+def run(engine: TranslatorEngine, url: str, workers: int, batch_size: int = 3) -> dict[str, TranslatedFrame]:
     config = InferenceConfig(batch_size=batch_size, decode_workers=workers)
-    return {f.key: f for f in translate_shard_frames(model, url, config, "cpu")}
+    return {f.key: f for f in translate_shard_frames(engine, url, config)}
 
 
-def test_every_frame_once_sizes_kept_failures_reported(model, shard):
+def test_every_frame_once_sizes_kept_failures_reported(engine, shard):
     _, url, _ = shard
-    frames = run(model, url, workers=0)
+    frames = run(engine, url, workers=0)
     assert sorted(f.position for f in frames.values()) == list(range(len(SIZES)))
     for position, size in enumerate(SIZES):
         frame = frames[f"frame-{position:03d}"]
@@ -94,9 +100,9 @@ def test_every_frame_once_sizes_kept_failures_reported(model, shard):
             assert frame.rgb is not None and frame.rgb.shape == (*size, 3) and frame.rgb.dtype == np.uint8
 
 
-def test_worker_count_does_not_change_pixels(model, shard):
+def test_worker_count_does_not_change_pixels(engine, shard):
     _, url, _ = shard
-    alone, pooled = run(model, url, workers=0), run(model, url, workers=2)
+    alone, pooled = run(engine, url, workers=0), run(engine, url, workers=2)
     assert alone.keys() == pooled.keys()
     for key, frame in alone.items():
         other = pooled[key]
@@ -104,22 +110,22 @@ def test_worker_count_does_not_change_pixels(model, shard):
         assert frame.members == other.members
 
 
-def test_batched_pixels_match_single_image_translation(model, shard):
+def test_batched_pixels_match_single_image_translation(model, engine, shard):
     store, url, _ = shard
-    frames = run(model, url, workers=0, batch_size=4)
+    frames = run(engine, url, workers=0, batch_size=4)
     for key, members in read_shard(store.fs, url):
         if frames[key].rgb is None:
             continue
         image = torch.from_numpy(np.array(Image.open(io.BytesIO(members["rgb.png"])))).permute(2, 0, 1)
         single = translate_batch(model, image[None].float() / 255)[0].mul(255).round().to(torch.uint8)
         diff = np.abs(single.permute(1, 2, 0).numpy().astype(int) - frames[key].rgb.astype(int))
-        assert diff.max() <= 1  # batching changes float rounding only
+        assert diff.max() <= 1  # batching and the folded inference graph change float rounding only
 
 
-def test_written_shard_copies_labels_and_quarantines_bad_frames(model, shard, tmp_path: Path):
+def test_written_shard_copies_labels_and_quarantines_bad_frames(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = translate_shard_frames(model, url, InferenceConfig(batch_size=3, decode_workers=1), "cpu")
+    frames = translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=1))
     part = write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig("jpg"), LINEAGE)
     assert sorted(q["key"] for q in part["quarantine"]) == [f"frame-{i:03d}" for i in sorted(BAD)]
     written = list(read_shard(store.fs, store.shard_path("out", "v1", 0)))
@@ -133,10 +139,10 @@ def test_written_shard_copies_labels_and_quarantines_bad_frames(model, shard, tm
     assert store.read_json(store.part_path("out", "v1", 0))["shard"]["nsamples"] == len(written)
 
 
-def test_label_differing_from_source_manifest_stops_the_shard(model, shard, tmp_path: Path):
+def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = list(translate_shard_frames(model, url, InferenceConfig(batch_size=3, decode_workers=0), "cpu"))
+    frames = list(translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=0)))
     victim = next(f for f in frames if f.rgb is not None)
     tampered = TranslatedFrame(
         victim.position, victim.key, {**victim.members, "seg.png": b"x"}, victim.source_rgb_sha256, victim.rgb
@@ -158,31 +164,10 @@ def test_encoding_is_deterministic_and_png_lossless():
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_pipeline_matches_cpu_closely(model, shard):
+def test_cuda_pipeline_matches_cpu_closely(model, engine, shard):
     _, url, _ = shard
-    cpu = run(model, url, workers=1)
-    gpu_model = (
-        build_translator(
-            TranslatorConfig.model_validate(
-                {
-                    "gen": {
-                        "dim": 8,
-                        "style_dim": 4,
-                        "n_downsample": 2,
-                        "n_res": 1,
-                        "mlp_dim": 16,
-                        "style_n_downsample": 2,
-                    },
-                    "train": {"crop_height": 32, "crop_width": 32},
-                }
-            )
-        )
-        .cuda()
-        .eval()
-    )
-    gpu_model.load_state_dict(model.state_dict())
-    config = InferenceConfig(batch_size=3, decode_workers=1)
-    cuda = {f.key: f for f in translate_shard_frames(gpu_model, url, config, "cuda")}
+    cpu = run(engine, url, workers=1)
+    cuda = run(TranslatorEngine(model, "cuda"), url, workers=1)  # bf16 where the GPU has it
     for key, frame in cpu.items():
         if frame.rgb is None:
             assert cuda[key].rgb is None

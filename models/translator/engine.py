@@ -1,0 +1,226 @@
+"""The production forward pass of a trained translator: an inference graph, a precision, optionally compiled.
+
+:class:`TranslatorEngine` turns a :class:`~sim2real.models.translator.model.Translator` into the
+function the translate flow runs over millions of frames. Three things make it faster than calling
+``translate`` on the trained module, none of which changes what the network computes beyond float
+rounding:
+
+* **Inference graph** — only the sim content encoder and the real decoder, with the fixed real style
+  baked in, and every *nearest ×2 upsample → k×k convolution* pair folded into one convolution at the
+  low resolution followed by a pixel shuffle (:class:`UpsampledConv`). Nearest upsampling repeats each
+  pixel, so each of the four output phases sees a narrower window of the low-resolution input (3 wide
+  for k = 5, 5 for k = 7): per low-res pixel 4·3² multiply-adds instead of 4·5² for k = 5. Output
+  pixels whose window reaches into the reflect padding are recomputed the direct way on thin strips,
+  so the result equals upsample-then-conv everywhere, borders included.
+* **Precision** — ``auto`` runs bf16 autocast where the device computes bf16 natively (CUDA with bf16,
+  CPUs with AVX512-BF16 or AMX), fp16 autocast on older GPUs, fp32 elsewhere.
+* **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing, which constant-folds the
+  weights, pre-packs them for oneDNN on CPU and fuses the normalisation and activation kernels.
+  Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sim2real.models.translator.inference import pad_to_stride
+from sim2real.models.translator.model import Translator
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class UpsampledConv(nn.Module):
+    """``conv(upsample_nearest_x2(x))`` computed at the low resolution: the same output, fewer MACs.
+
+    For output row ``2j + p`` (phase ``p`` ∈ {0, 1}) kernel tap ``t`` reads low-res row
+    ``j + (p - r + t) // 2`` (``r`` the padding), so the k taps of each phase collapse onto
+    ``2·pad + 1`` low-res taps. The four phases' kernels are stacked as output channels
+    ``(o, py, px)`` and :func:`torch.nn.functional.pixel_shuffle` interleaves them back.
+    """
+
+    def __init__(self, conv: nn.Conv2d) -> None:
+        super().__init__()
+        if not can_fold(conv):
+            raise ValueError(f"cannot fold {conv}: needs a square odd kernel, stride 1, 'same' padding")
+        k = conv.kernel_size[0]
+        r = (k - 1) // 2
+        self.pad = (r + 1) // 2  # low-res taps reach from -pad to +pad for both phases
+        self.border = r  # output rows/cols near each edge whose window reaches into the padding
+        self.padding_mode = conv.padding_mode
+        taps = 2 * self.pad + 1
+        weight = conv.weight.detach()
+        phase_maps = []
+        for phase in (0, 1):
+            m = torch.zeros(taps, k, dtype=weight.dtype, device=weight.device)
+            for t in range(k):
+                m[(phase - r + t) // 2 + self.pad, t] = 1
+            phase_maps.append(m)
+        kernels = [torch.einsum("ay,oiyx,bx->oiab", my, weight, mx) for my in phase_maps for mx in phase_maps]
+        folded = torch.stack(kernels, dim=1).reshape(-1, weight.shape[1], taps, taps)
+        self.weight = nn.Parameter(folded, requires_grad=False)
+        bias = conv.bias.detach() if conv.bias is not None else torch.zeros(weight.shape[0])
+        self.bias = nn.Parameter(bias.repeat_interleave(4), requires_grad=False)
+        self.direct = conv  # for the border strips, with its own padding mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Zero, replicate and circular padding commute with nearest upsampling, so padding the low-res
+        # input the same way is exact; reflect does not (it mirrors around a repeated pixel), so its
+        # border strips are redone the direct way below.
+        mode = {"zeros": "constant", "circular": "circular"}.get(self.padding_mode, "replicate")
+        padded = F.pad(x, (self.pad,) * 4, mode=mode)
+        y = F.pixel_shuffle(F.conv2d(padded, self.weight, self.bias), 2)
+        if self.padding_mode != "reflect" or self.border == 0:
+            return y
+        b = self.border
+        if min(x.shape[-2:]) < b:  # too small for strips: the direct way throughout
+            return self._direct(x)
+        y[:, :, :b] = self._direct(x[:, :, :b])[:, :, :b]
+        y[:, :, -b:] = self._direct(x[:, :, -b:])[:, :, -b:]
+        y[:, :, :, :b] = self._direct(x[:, :, :, :b])[:, :, :, :b]
+        y[:, :, :, -b:] = self._direct(x[:, :, :, -b:])[:, :, :, -b:]
+        return y
+
+    def _direct(self, x: torch.Tensor) -> torch.Tensor:
+        return self.direct(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def can_fold(conv: nn.Module) -> bool:
+    """Whether ``conv`` after a nearest ×2 upsample can become an :class:`UpsampledConv`."""
+    return (
+        isinstance(conv, nn.Conv2d)
+        and conv.kernel_size[0] == conv.kernel_size[1]
+        and conv.kernel_size[0] % 2 == 1
+        and conv.stride == (1, 1)
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+        and conv.padding == ((conv.kernel_size[0] - 1) // 2,) * 2
+    )
+
+
+def _is_nearest_x2(module: nn.Module) -> bool:
+    return (
+        isinstance(module, nn.Upsample)
+        and module.mode == "nearest"
+        and module.size is None
+        and module.scale_factor in (2, 2.0, (2, 2), (2.0, 2.0))
+    )
+
+
+def fold_upsampling(module: nn.Module) -> int:
+    """Replace, in place, each nearest ×2 ``Upsample`` followed by a foldable conv (alone or first in a
+    ``Sequential``) inside any ``Sequential`` of ``module``. Returns how many were folded."""
+    folded = 0
+    for seq in [m for m in module.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(seq) - 1):
+            nxt = seq[i + 1]
+            host, key = (nxt, "0") if isinstance(nxt, nn.Sequential) and len(nxt) else (seq, str(i + 1))
+            conv = host._modules[key]
+            if _is_nearest_x2(seq[i]) and isinstance(conv, nn.Conv2d) and can_fold(conv):
+                seq._modules[str(i)] = nn.Identity()
+                host._modules[key] = UpsampledConv(conv)
+                folded += 1
+    return folded
+
+
+class InferenceGraph(nn.Module):
+    """Sim content encoder → real decoder with the stored real style: the translation and nothing else."""
+
+    style: torch.Tensor
+
+    def __init__(self, translator: Translator, fold: bool = True) -> None:
+        super().__init__()
+        self.content = copy.deepcopy(translator.sim.content)
+        self.decoder = copy.deepcopy(translator.real.decoder)
+        self.register_buffer("style", translator.real_style.detach().clone())
+        self.folded = fold_upsampling(self.decoder) if fold else 0
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] (H, W divisible by the stride) → real style in [-1, 1]."""
+        content = self.content(x)
+        return self.decoder(content, self.style.to(content.dtype).expand(x.shape[0], -1))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (not by emulation, which would be slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        try:
+            return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+        except AttributeError:  # private helpers; absent on some builds
+            return False
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """``auto`` → ``bf16`` where native, ``fp16`` on CUDA without bf16, else ``fp32``; others as given."""
+    device = torch.device(device)
+    if precision not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"precision {precision!r}: expected auto, fp32, bf16 or fp16")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ValueError("precision fp16: not supported on CPU (use bf16 or fp32)")
+        return precision
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"
+
+
+class TranslatorEngine:
+    """Callable: B×3×H×W sim images in [0, 1] (any device) → real style, same shape, [0, 1], same device.
+
+    Deterministic for a given engine, device and batch. Safe to call from several threads (calls into a
+    compiled graph are serialised).
+    """
+
+    def __init__(
+        self,
+        translator: Translator,
+        device: torch.device | str,
+        precision: str = "auto",
+        compile: bool = False,
+        fold: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.compiled = compile
+        self.stride = translator.stride
+        graph = InferenceGraph(translator, fold=fold).to(self.device)
+        self.folded = graph.folded
+        self.channels_last = self.device.type == "cuda"
+        if self.channels_last:
+            graph = graph.to(memory_format=torch.channels_last)
+        self.graph = graph
+        self._forward = torch.compile(graph, options={"freezing": True}) if compile else graph
+        self._lock = threading.Lock()
+
+    def describe(self) -> dict[str, object]:
+        """The settings that decide the output bytes (for version ids and reports)."""
+        return {"precision": self.precision, "compiled": self.compiled, "folded_upsampling": self.folded}
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"TranslatorEngine: expected B×3×H×W images, got shape {tuple(images.shape)}")
+        height, width = images.shape[-2:]
+        x = pad_to_stride(images.to(self.device, torch.float32).mul(2).sub(1), self.stride)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        dtype = _DTYPES.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            if self.compiled:
+                with self._lock:
+                    out = self._forward(x)
+            else:
+                out = self._forward(x)
+        out = out[..., :height, :width].float().add(1).div(2).clamp(0, 1)
+        return out.to(images.device).contiguous()

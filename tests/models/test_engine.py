@@ -1,0 +1,118 @@
+"""The production inference engine: exact upsample folding, precision choice, compiled graph."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.engine import (
+    InferenceGraph,
+    TranslatorEngine,
+    UpsampledConv,
+    can_fold,
+    native_bf16,
+    resolve_precision,
+)
+from sim2real.models.translator.inference import translate_batch
+from sim2real.models.translator.model import build_translator
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    model = build_translator(config).eval()
+    model.real_style.normal_()  # a non-trivial inference style, as after training
+    return model
+
+
+@pytest.mark.parametrize("kernel", [1, 3, 5, 7])
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zeros", "circular"])
+@pytest.mark.parametrize("size", [(5, 7), (4, 4), (9, 16), (3, 2)])
+def test_upsampled_conv_equals_upsample_then_conv(kernel: int, mode: str, size: tuple[int, int]):
+    torch.manual_seed(kernel)
+    conv = nn.Conv2d(4, 6, kernel, 1, (kernel - 1) // 2, padding_mode=mode, bias=kernel != 3)
+    x = torch.randn(2, 4, *size)
+    upsampled = F.interpolate(x, scale_factor=2, mode="nearest")
+    if mode in ("reflect", "circular") and min(upsampled.shape[-2:]) <= (kernel - 1) // 2:
+        pytest.skip("the direct convolution itself rejects this padding")
+    expected = conv(upsampled)
+    folded = UpsampledConv(conv)(x)
+    assert folded.shape == expected.shape
+    torch.testing.assert_close(folded, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_only_same_padded_stride_1_odd_square_convs_fold():
+    assert can_fold(nn.Conv2d(3, 3, 5, padding=2))
+    assert not can_fold(nn.Conv2d(3, 3, 4, padding=1))  # even kernel
+    assert not can_fold(nn.Conv2d(3, 3, 3, stride=2, padding=1))
+    assert not can_fold(nn.Conv2d(3, 3, 3, padding=0))
+    assert not can_fold(nn.Conv2d(4, 4, 3, padding=1, groups=2))
+    with pytest.raises(ValueError, match="cannot fold"):
+        UpsampledConv(nn.Conv2d(3, 3, 3, padding=0))
+
+
+def test_inference_graph_folds_every_decoder_upsample(model):
+    graph = InferenceGraph(model)
+    assert graph.folded == 2  # one upsample → conv pair per downsampling step
+    assert not any(isinstance(m, nn.Upsample) for m in graph.modules())
+    assert sum(isinstance(m, UpsampledConv) for m in graph.modules()) == 2
+    assert any(isinstance(m, nn.Upsample) for m in model.modules()), "the trained model is left as it was"
+
+
+@pytest.mark.parametrize("size", [(37, 53), (32, 32), (5, 7)])
+def test_fp32_engine_matches_the_reference_translation(model, size: tuple[int, int]):
+    images = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(1))
+    engine = TranslatorEngine(model, "cpu", precision="fp32")
+    out = engine(images)
+    assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
+    torch.testing.assert_close(out, translate_batch(model, images), rtol=0, atol=1e-5)
+    assert torch.equal(out, engine(images)), "the engine must be deterministic"
+
+
+def test_precision_resolution():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cuda) == "fp32"
+    assert resolve_precision("bf16", cpu) == "bf16"
+    with pytest.raises(ValueError, match="fp16: not supported on CPU"):
+        resolve_precision("fp16", cpu)
+    with pytest.raises(ValueError, match="precision 'int8'"):
+        resolve_precision("int8", cpu)
+
+
+def test_bf16_engine_stays_close_to_fp32(model):
+    images = torch.rand(4, 3, 40, 64, generator=torch.Generator().manual_seed(2))
+    reference = TranslatorEngine(model, "cpu", precision="fp32")(images)
+    engine = TranslatorEngine(model, "cpu", precision="bf16")
+    out = engine(images)
+    levels = (out - reference).abs().mul(255)
+    assert levels.mean() < 1.0 and levels.max() < 16, (levels.mean(), levels.max())
+    assert torch.equal(out, engine(images)), "the engine must be deterministic"
+
+
+def test_compiled_engine_matches_eager_and_is_thread_safe(model):
+    images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(3))
+    eager = TranslatorEngine(model, "cpu", precision="fp32")(images)
+    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True)
+    torch.testing.assert_close(engine(images), eager, rtol=0, atol=1e-4)
+    results: list[torch.Tensor] = []
+    threads = [threading.Thread(target=lambda: results.append(engine(images))) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3 and all(torch.equal(r, results[0]) for r in results)
+
+
+def test_engine_rejects_non_image_batches(model):
+    with pytest.raises(ValueError, match="B×3×H×W"):
+        TranslatorEngine(model, "cpu", precision="fp32")(torch.rand(3, 8, 8))
