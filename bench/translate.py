@@ -4,24 +4,29 @@
     forward, threaded encoding, checked shard writes, commit, artifacts), frames/s;
 (b) a batch-1 fp32 per-image loop as the official MUNIT/CUT test scripts run: decode one image,
     forward it, encode it, write it, next;
-(c) the forward pass alone on pre-decoded tensors at (a)'s batch size (the device's ceiling).
+(c) the forward pass alone on pre-decoded tensors: the same engine as (a) (inference graph, precision,
+    compiled or not) at (a)'s batch size (the device's ceiling).
 
-Prints a/b (goal ≥ 3 on CPU, ≥ 20 on a GPU) and a/c (goal ≥ 0.8). Each mode runs ``--rounds`` times,
-interleaved, and the best round counts, so load from other processes skews the ratios less. A warm-up
-flow run on two frames first starts the embedded Prefect server, outside the timing.
+Prints a/b (goal ≥ 3 on CPU, ≥ 20 on a GPU) and a/c (goal ≥ 0.8), and how far (a)'s pixels are from
+(b)'s fp32 reference (bf16 and kernel choice move some pixels by a level or two). Each mode runs
+``--rounds`` times, interleaved, and the best round counts, so load from other processes skews the ratios
+less. A warm-up flow run on two frames first starts the embedded Prefect server and, with ``--compile``,
+compiles the engine; its time is printed, not counted in (a).
 
 (b) and (c) run in a worker thread, as (a)'s forward passes do under Prefect's thread runner: on a
 busy machine torch's OpenMP team in the main thread can be ~2× slower than in a fresh thread, which
 would flatter (a) against a main-thread baseline.
 
     .venv/bin/python bench/translate.py                      # CPU, demo translator, 192 frames 128x256
-    .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 256
+    .venv/bin/python bench/translate.py --compile --frames 512
+    .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 512 --compile
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import tempfile
 import time
@@ -29,7 +34,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from sim2real.flows.runtime import quiet_prefect
 
@@ -39,8 +46,8 @@ from sim2real.flows.runners import RunnerConfig  # noqa: E402 - after quiet_pref
 from sim2real.flows.train_translator import load_profile  # noqa: E402
 from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E402
 from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
-from sim2real.models.translator.inference import translate_batch  # noqa: E402
-from sim2real.models.translator.model import build_translator  # noqa: E402
+from sim2real.models.translator.engine import TranslatorEngine  # noqa: E402
+from sim2real.models.translator.model import Translator, build_translator  # noqa: E402
 from sim2real.models.translator_infer import resolve_device  # noqa: E402
 from sim2real.storage import ingest  # noqa: E402
 from sim2real.storage.reader import decode_rgb, raw_samples  # noqa: E402
@@ -68,19 +75,19 @@ def sync(device: torch.device) -> None:
 
 def flow_run(
     source: Version, translator: str, out_name: str, config: TranslateConfig, runner: RunnerConfig, root: str
-) -> float:
-    """(a) seconds for the translate flow end to end."""
+) -> tuple[float, str]:
+    """(a) seconds for the translate flow end to end, and the translated version's ref."""
     started = time.perf_counter()
     result = run_translate(
         runner, source=source.ref, translator=translator, out_name=out_name, root=root, config=config
     )
     elapsed = time.perf_counter() - started
     assert result["samples"] == source.num_samples and result["skipped_shards"] == 0, result
-    return elapsed
+    return elapsed, f"{result['name']}@{result['version']}"
 
 
 def per_image_loop(
-    source: Version, model: torch.nn.Module, device: torch.device, encode: EncodeConfig, out_dir: Path
+    source: Version, model: Translator, device: torch.device, encode: EncodeConfig, out_dir: Path
 ) -> float:
     """(b) seconds for decode → batch-1 fp32 forward → encode → write, one image at a time."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,16 +104,31 @@ def per_image_loop(
     return time.perf_counter() - started
 
 
-def forward_only(
-    images: torch.Tensor, model: torch.nn.Module, device: torch.device, batch_size: int
-) -> float:
-    """(c) seconds for ``translate_batch`` over pre-decoded images already on the device."""
-    sync(device)
+def forward_only(images: torch.Tensor, engine: TranslatorEngine, batch_size: int) -> float:
+    """(c) seconds for the engine over pre-decoded images already on the device."""
+    sync(engine.device)
     started = time.perf_counter()
     for start in range(0, len(images), batch_size):
-        translate_batch(model, images[start : start + batch_size])
-    sync(device)
+        engine(images[start : start + batch_size])
+    sync(engine.device)
     return time.perf_counter() - started
+
+
+def pixel_drift(source: Version, translated: Version, reference_dir: Path) -> dict[str, float]:
+    """How far the flow's translated pixels are from (b)'s fp32 reference, in 8-bit levels."""
+    diffs = []
+    for raw in raw_samples(translated.shard_urls):
+        image = decode_rgb(raw[rgb_member([k for k in raw if not k.startswith("__")])]).astype(np.int16)
+        reference = np.asarray(Image.open(reference_dir / f"{raw['__key__']}.png").convert("RGB"))
+        diffs.append(np.abs(image - reference.astype(np.int16)))
+    levels = np.stack(diffs)
+    mse = float(np.mean(levels.astype(np.float64) ** 2))
+    return {
+        "mean_levels": round(float(levels.mean()), 3),
+        "max_levels": int(levels.max()),
+        "changed_pixels": round(float((levels > 0).mean()), 4),
+        "psnr_db": round(10 * math.log10(255**2 / mse), 1) if mse else math.inf,
+    }
 
 
 def decoded(source: Version, device: torch.device) -> torch.Tensor:
@@ -127,11 +149,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--profile", default="demo", help="translator profile: tiny, demo, full")
     parser.add_argument("--shard-samples", type=int, default=64, help="frames per source shard")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--decode-workers", type=int, default=1)
+    parser.add_argument("--decode-workers", type=int, default=None, help="default: the flow's (0 on CPU)")
     parser.add_argument("--encode-threads", type=int, default=2)
     parser.add_argument("--max-workers", type=int, default=1, help="shard tasks at once (thread runner)")
     parser.add_argument("--format", default="png", choices=("png", "jpg"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the engine in (a) and (c)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line too")
@@ -155,6 +179,8 @@ def setup(args: argparse.Namespace, root: str) -> tuple[Version, Version, str, T
         device=str(resolve_device(args.device)),
         decode_workers=args.decode_workers,
         encode_threads=args.encode_threads,
+        precision=args.precision,
+        compile=args.compile,
     )
     return source, warm, translator, config
 
@@ -165,18 +191,27 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     device = torch.device(config.device)
     model, _ = load_translator(TranslatorRegistry(root), translator, device)
     runner = RunnerConfig(kind="thread", max_workers=args.max_workers)
-    flow_run(warm, translator, "warm-translated", config, runner, root)  # starts the server; not timed
+    # Starts the embedded server and, with --compile, compiles the engine (warm's 2 frames are padded to
+    # the batch size): reported as "warm-up", not in (a).
+    warmup_seconds, _ = flow_run(warm, translator, "warm-translated", config, runner, root)
     images = decoded(source, device)
+    engine_config = config.engine(device)
+    engine = TranslatorEngine(
+        model, device, engine_config.precision, engine_config.compile, batch_size=engine_config.batch_size
+    )
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
-        thread.submit(forward_only, images[: args.batch_size], model, device, args.batch_size).result()
+        thread.submit(forward_only, images[: args.batch_size], engine, args.batch_size).result()  # warm-up
         for round_index in range(args.rounds):
-            times["c"].append(thread.submit(forward_only, images, model, device, args.batch_size).result())
+            times["c"].append(thread.submit(forward_only, images, engine, args.batch_size).result())
             out_dir = Path(root) / f"b{round_index}"
             times["b"].append(
                 thread.submit(per_image_loop, source, model, device, config.encode(), out_dir).result()
             )
-            times["a"].append(flow_run(source, translator, f"bench-a{round_index}", config, runner, root))
+            seconds, translated = flow_run(source, translator, f"bench-a{round_index}", config, runner, root)
+            times["a"].append(seconds)
+    store = DatasetStore(root)
+    drift = pixel_drift(source, store.open(translated), Path(root) / "b0") if args.format == "png" else {}
     fps = {mode: args.frames / min(seconds) for mode, seconds in times.items()}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}",
@@ -191,6 +226,10 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "seconds": {mode: [round(s, 2) for s in values] for mode, values in times.items()},
         "a_over_b": round(fps["a"] / fps["b"], 2),
         "a_over_c": round(fps["a"] / fps["c"], 2),
+        "engine": engine.describe(),
+        "a_cold_seconds": round(times["a"][0], 2),
+        "warmup_seconds": round(warmup_seconds, 2),
+        "drift_vs_b": drift,
     }
 
 
@@ -209,6 +248,12 @@ def main() -> None:
         )
     print(f"  a/b = {result['a_over_b']:.2f}  (goal >= 3 on CPU, >= 20 on GPU)")
     print(f"  a/c = {result['a_over_c']:.2f}  (goal >= 0.8)")
+    print(
+        f"  engine {result['engine']}; warm-up flow on 2 frames (server start, compilation) "
+        f"{result['warmup_seconds']} s; (a) first round {result['a_cold_seconds']} s"
+    )
+    if result["drift_vs_b"]:
+        print(f"  (a) pixels vs (b)'s fp32 reference: {result['drift_vs_b']}")
     if args.json:
         print(json.dumps(result, sort_keys=True))
 

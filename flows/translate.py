@@ -9,6 +9,7 @@ each finished shard's part record and translates only the rest.
 from __future__ import annotations
 
 import base64
+import os
 from typing import Any, Literal
 
 import torch
@@ -44,7 +45,12 @@ class TranslateConfig(BaseModel):
     jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality (jpg only)")
     png_compress_level: int = Field(default=6, ge=0, le=9, description="zlib level (png only)")
     batch_size: int = Field(default=8, ge=1, description="frames per forward pass")
-    decode_workers: int = Field(default=1, ge=0, description="DataLoader worker processes decoding images")
+    decode_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="DataLoader worker processes decoding images; default: none on CPU (decoding in the "
+        "task is cheaper than the hand-off when the forward pass uses every core), min(4, cores / 2) on CUDA",
+    )
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
     encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
@@ -61,8 +67,11 @@ class TranslateConfig(BaseModel):
     def encode(self) -> EncodeConfig:
         return EncodeConfig(self.image_format, self.jpeg_quality, self.png_compress_level)
 
-    def inference(self) -> InferenceConfig:
-        return InferenceConfig(self.batch_size, self.decode_workers, self.prefetch_batches)
+    def inference(self, device: torch.device) -> InferenceConfig:
+        workers = self.decode_workers
+        if workers is None:
+            workers = min(4, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
+        return InferenceConfig(self.batch_size, workers, self.prefetch_batches)
 
     def engine(self, device: torch.device) -> translate_tasks.EngineConfig:
         return translate_tasks.EngineConfig(
@@ -111,7 +120,7 @@ def translate_flow(
         shard_task = shard_task.with_options(tags=[GPU_TAG])
     futures = [
         shard_task.submit(
-            root, plan, i, config.encode(), config.inference(), config.engine(device), config.encode_threads
+            root, plan, i, config.encode(), config.inference(device), config.engine(device), config.encode_threads
         )
         for i in range(len(plan.shard_urls))
     ]

@@ -109,9 +109,12 @@ class Version:
         """Samples in the version."""
         return int(self.info["samples"])
 
-    def manifest(self) -> pa.Table:
-        """The manifest: one row per sample."""
-        return self.store.read_table(f"{self.store.version_dir(self.name, self.version)}/{MANIFEST_FILE}")
+    def manifest(self, shard: str | None = None) -> pa.Table:
+        """The manifest: one row per sample (only those of shard file ``shard`` if given)."""
+        filters = [("shard", "==", shard)] if shard is not None else None
+        return self.store.read_table(
+            f"{self.store.version_dir(self.name, self.version)}/{MANIFEST_FILE}", filters=filters
+        )
 
     def quarantine(self) -> pa.Table:
         """Frames refused at build time, with the file and the reason."""
@@ -161,9 +164,10 @@ class DatasetStore:
         """Write JSON atomically (sorted keys)."""
         write_atomic(self.fs, path, json.dumps(payload, sort_keys=True, indent=1).encode())
 
-    def read_table(self, path: str) -> pa.Table:
+    def read_table(self, path: str, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+        """A parquet table; ``filters`` (pyarrow's DNF) select rows without converting the rest."""
         with self.fs.open(path, "rb") as handle:
-            return pq.read_table(handle)
+            return pq.read_table(handle, filters=filters)
 
     def write_table(self, path: str, table: pa.Table) -> None:
         """Write a parquet table atomically."""

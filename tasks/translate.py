@@ -27,18 +27,22 @@ from sim2real.storage.versions import DatasetStore, Version
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the translator runs: device, precision (``auto``/``fp32``/``bf16``/``fp16``), compiled or not."""
+    """How the translator runs: device, precision (``fp32``/``bf16``/``fp16``), compiled or not, and the
+    batch size a compiled graph is specialised to."""
 
     device: str
-    precision: str = "auto"
+    precision: str = "fp32"
     compile: bool = False
+    batch_size: int = 8
 
 
 @functools.lru_cache(maxsize=2)
 def cached_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
     """The engine of registry translator ``translator_id``, built once per process and setting."""
     model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
-    return TranslatorEngine(model, engine.device, engine.precision, engine.compile)
+    return TranslatorEngine(
+        model, engine.device, engine.precision, engine.compile, batch_size=engine.batch_size
+    )
 
 
 @task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -77,7 +81,7 @@ def translate_shard(
         return {**part, "skipped": True, "seconds": 0.0}
     register_fsspec_schemes()
     url = plan.shard_urls[index]
-    source_rows = translate_io.source_rows_by_shard(store.open(plan.source)).get(url.rsplit("/", 1)[-1], {})
+    source_rows = translate_io.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
     frames = translate_shard_frames(cached_engine(root, plan.lineage.translator_id, engine), url, inference)
     part = translate_io.write_translated_shard(
         store,
@@ -87,6 +91,7 @@ def translate_shard(
         encode,
         plan.lineage,
         encode_threads,
+        alternate=engine.device.startswith("cpu"),  # forward and encoding share the cores: take turns
     )
     return {**part, "skipped": False, "seconds": time.perf_counter() - started}
 

@@ -16,12 +16,15 @@ rounding:
   CPUs with AVX512-BF16 or AMX), fp16 autocast on older GPUs, fp32 elsewhere.
 * **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing, which constant-folds the
   weights, pre-packs them for oneDNN on CPU and fuses the normalisation and activation kernels.
-  Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos.
+  Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos. A
+  compiled engine pads every batch to a fixed number of frames (repeating the last frame), so a shard's
+  short last batch reuses the graph instead of compiling another.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from typing import Literal
 
@@ -189,10 +192,12 @@ class TranslatorEngine:
         precision: str = "auto",
         compile: bool = False,
         fold: bool = True,
+        batch_size: int = 8,
     ) -> None:
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.compiled = compile
+        self.batch_size = batch_size  # compiled engines pad every batch to this many frames
         self.stride = translator.stride
         graph = InferenceGraph(translator, fold=fold).to(self.device)
         self.folded = graph.folded
@@ -200,7 +205,10 @@ class TranslatorEngine:
         if self.channels_last:
             graph = graph.to(memory_format=torch.channels_last)
         self.graph = graph
-        self._forward = torch.compile(graph, options={"freezing": True}) if compile else graph
+        if compile:
+            # Inductor's C++ toolchain probe warns about a missing CUDA runtime on CPU-only hosts: noise.
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        self._forward = torch.compile(graph, dynamic=False, options={"freezing": True}) if compile else graph
         self._lock = threading.Lock()
 
     def describe(self) -> dict[str, object]:
@@ -211,8 +219,10 @@ class TranslatorEngine:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"TranslatorEngine: expected B×3×H×W images, got shape {tuple(images.shape)}")
-        height, width = images.shape[-2:]
+        frames, _, height, width = images.shape
         x = pad_to_stride(images.to(self.device, torch.float32).mul(2).sub(1), self.stride)
+        if self.compiled and frames < self.batch_size:  # one static shape per image size: pad the batch
+            x = torch.cat([x, x[-1:].expand(self.batch_size - frames, -1, -1, -1)])
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         dtype = _DTYPES.get(self.precision)
@@ -222,5 +232,5 @@ class TranslatorEngine:
                     out = self._forward(x)
             else:
                 out = self._forward(x)
-        out = out[..., :height, :width].float().add(1).div(2).clamp(0, 1)
+        out = out[:frames, :, :height, :width].float().add(1).div(2).clamp(0, 1)
         return out.to(images.device).contiguous()

@@ -102,8 +102,11 @@ def test_bf16_engine_stays_close_to_fp32(model):
 def test_compiled_engine_matches_eager_and_is_thread_safe(model):
     images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(3))
     eager = TranslatorEngine(model, "cpu", precision="fp32")(images)
-    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True)
+    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True, batch_size=2)
     torch.testing.assert_close(engine(images), eager, rtol=0, atol=1e-4)
+    short = engine(images[1:])  # a short last batch is padded to the compiled batch size
+    assert short.shape == (1, 3, 24, 40)
+    torch.testing.assert_close(short, eager[1:], rtol=0, atol=1e-4)
     results: list[torch.Tensor] = []
     threads = [threading.Thread(target=lambda: results.append(engine(images))) for _ in range(3)]
     for thread in threads:
