@@ -48,7 +48,7 @@ class TranslateConfig(BaseModel):
     decode_workers: int | None = Field(
         default=None,
         ge=0,
-        description="DataLoader worker processes decoding images; default: none on CPU (decoding in the "
+        description="worker processes decoding images; default: none on CPU (decoding in the "
         "task is cheaper than the hand-off when the forward pass uses every core), min(4, cores / 2) on CUDA",
     )
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")

@@ -1,8 +1,9 @@
 """Batched, overlapped translation of one WebDataset shard: decode → device → forward → uint8 frames.
 
-Three stages run at once. DataLoader worker processes read the shard with stock ``webdataset``,
-group frames of equal size into batches and decode them (worker ``i`` of ``n`` takes batches
-``i, i + n, …``); the main process moves each pinned batch to the device (``non_blocking``) and runs
+Three stages run at once. The task reads the shard with stock ``webdataset`` and groups frames of
+equal size into batches from their image headers; a pool of decode processes, started once per process
+and kept, decodes the batches a few ahead (or, on CPU, where the forward pass wants every core, the task
+decodes them itself); the task moves each batch to the device (pinned, ``non_blocking``) and runs
 a :class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
 device computes it natively, ``channels_last`` on CUDA, optionally compiled); the consumer encodes the
 yielded frames in its own threads. On CUDA, batch ``i + 1`` is launched before batch ``i``'s pixels
@@ -14,15 +15,18 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
 from PIL import Image
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.storage import schema
@@ -33,9 +37,9 @@ class InferenceConfig:
     """Throughput knobs; none of them changes the translated pixels beyond float rounding."""
 
     batch_size: int = 8  # frames per forward pass (frames of one size; others wait for their own batch)
-    decode_workers: int = 1  # DataLoader worker processes decoding images (0: decode in this process)
+    decode_workers: int = 1  # worker processes decoding images (0: decode in this process)
     prefetch_batches: int = 2  # batches each worker decodes ahead
-    start_method: str | None = None  # multiprocessing start method of the workers (None: platform default)
+    start_method: str = "forkserver"  # how decode workers start: forkserver or spawn (fork: see decode_pool)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.decode_workers < 0 or self.prefetch_batches < 1:
@@ -57,21 +61,17 @@ class TranslatedFrame:
 
 @dataclass
 class DecodedBatch:
-    """Frames of one size decoded by a worker; ``images`` is B×3×H×W uint8 (None for a batch of failures)."""
+    """Frames of one size, decoded; ``images`` is B×3×H×W uint8 (None for a batch of failures)."""
 
     positions: list[int]
     keys: list[str]
     members: list[dict[str, bytes]]
     rgb_sha256: list[str | None]
-    images: torch.Tensor | None = None
+    images: np.ndarray | None = None
     errors: list[str] | None = None
 
-    def pin_memory(self) -> DecodedBatch:
-        """Called by the DataLoader's pin-memory thread (CUDA only)."""
-        return self if self.images is None else replace(self, images=self.images.pin_memory())
 
-
-def decode_frame(raw: dict[str, Any]) -> tuple[torch.Tensor, dict[str, bytes], str]:
+def decode_frame(raw: dict[str, Any]) -> tuple[np.ndarray, dict[str, bytes], str]:
     """A raw webdataset sample → (3×H×W uint8 image, other members as bytes, sha256 of the image bytes).
 
     Raises :class:`~sim2real.storage.schema.SchemaError` naming the shard, key and reason.
@@ -85,45 +85,27 @@ def decode_frame(raw: dict[str, Any]) -> tuple[torch.Tensor, dict[str, bytes], s
             array = np.array(image.convert("RGB"))
     except Exception as exc:  # PIL raises many types for corrupt images
         raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
-    return torch.from_numpy(array).permute(2, 0, 1), members, schema.sha256_hex(data)
+    return array.transpose(2, 0, 1), members, schema.sha256_hex(data)
 
 
-class ShardFrames(IterableDataset):
-    """Decoded frames of one shard in batches of equal size.
-
-    Every worker reads the whole shard and plans the same batches from the image headers (cheap, no
-    pixel decoding); worker ``i`` of ``n`` decodes batches ``i, i + n, …``. So which frames share a
-    batch, and hence the output bytes, do not depend on the number of workers.
-    """
-
-    def __init__(self, url: str, batch_size: int) -> None:
-        super().__init__()
-        self.url = url
-        self.batch_size = batch_size
-
-    def planned_batches(self) -> Iterator[list[tuple[int, dict[str, Any]]]]:
-        """Groups of ``(position, raw sample)`` of equal image size, in the order they fill up."""
-        dataset = wds.WebDataset(
-            self.url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
-        )
-        buckets: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
-        for position, raw in enumerate(dataset):
-            size = image_size(raw)
-            if size is None:  # no readable header: a batch of its own, which will fail to decode
-                yield [(position, raw)]
-                continue
-            bucket = buckets.setdefault(size, [])
-            bucket.append((position, raw))
-            if len(bucket) == self.batch_size:
-                yield buckets.pop(size)
-        yield from sorted(buckets.values(), key=lambda bucket: bucket[0][0])
-
-    def __iter__(self) -> Iterator[DecodedBatch]:
-        worker = get_worker_info()
-        worker_id, workers = (worker.id, worker.num_workers) if worker else (0, 1)
-        for index, group in enumerate(self.planned_batches()):
-            if index % workers == worker_id:
-                yield from decode_group(group)
+def planned_batches(url: str, batch_size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
+    """Groups of ``(position, raw sample)`` of the shard at ``url``, equal image size within a group, in
+    the order they fill up. Planned from the image headers (no pixel decoding), so which frames share a
+    batch, and hence the output bytes, do not depend on how many workers decode them."""
+    dataset = wds.WebDataset(
+        url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+    )
+    buckets: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
+    for position, raw in enumerate(dataset):
+        size = image_size(raw)
+        if size is None:  # no readable header: a batch of its own, which will fail to decode
+            yield [(position, raw)]
+            continue
+        bucket = buckets.setdefault(size, [])
+        bucket.append((position, raw))
+        if len(bucket) == batch_size:
+            yield buckets.pop(size)
+    yield from sorted(buckets.values(), key=lambda bucket: bucket[0][0])
 
 
 def image_size(raw: dict[str, Any]) -> tuple[int, int] | None:
@@ -136,40 +118,86 @@ def image_size(raw: dict[str, Any]) -> tuple[int, int] | None:
         return None
 
 
-def decode_group(group: list[tuple[int, dict[str, Any]]]) -> Iterator[DecodedBatch]:
+def decode_group(group: list[tuple[int, dict[str, Any]]]) -> list[DecodedBatch]:
     """Decode one planned batch: the frames that decode as one batch, each failure as its own."""
-    frames = []
+    batches, frames = [], []
     for position, raw in group:
         try:
             image, other, sha = decode_frame(raw)
         except schema.SchemaError as exc:
             other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
-            yield DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[str(exc)])
+            batches.append(DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[str(exc)]))
             continue
         frames.append((position, raw["__key__"], image, other, sha))
     if frames:
         positions, keys, images, members, shas = zip(*frames, strict=True)
-        yield DecodedBatch(list(positions), list(keys), list(members), list(shas), images=torch.stack(images))
+        batches.append(DecodedBatch(list(positions), list(keys), list(members), list(shas), np.stack(images)))
+    return batches
 
 
-def _worker_init(_: int) -> None:
+_POOLS: dict[tuple[int, str], ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _worker_init() -> None:
     torch.set_num_threads(1)  # decoding is PIL work; leave the cores to the forward pass
 
 
-def shard_loader(url: str, config: InferenceConfig, pin_memory: bool) -> DataLoader:
-    """A DataLoader over one shard yielding :class:`DecodedBatch` (already batched by the workers)."""
+def decode_pool(workers: int, start_method: str) -> ProcessPoolExecutor:
+    """This process's pool of ``workers`` decode processes, started on first use and kept for every
+    shard after (starting clean processes costs seconds; a pool per shard would pay it each time).
+
+    ``forkserver`` and ``spawn`` workers start from a fresh interpreter. ``fork`` copies this process,
+    which here runs Prefect's threads and possibly inductor's compile workers: a forked child can
+    inherit a lock held by another thread, so it is accepted but not the default.
+    """
+    key = (workers, start_method)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            context = multiprocessing.get_context(start_method)
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+            _POOLS[key] = pool
+        return pool
+
+
+def _forget_pool(pool: ProcessPoolExecutor) -> None:
+    with _POOLS_LOCK:
+        for key, value in list(_POOLS.items()):
+            if value is pool:
+                del _POOLS[key]
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def shard_batches(url: str, config: InferenceConfig) -> Iterator[DecodedBatch]:
+    """The decoded batches of the shard at ``url``, in planned order.
+
+    Groups are planned here and decoded in the pool, at most ``decode_workers × prefetch_batches``
+    ahead of the consumer; with no workers (or inside a daemonic process such as a Dask worker, which may
+    not start children) they are decoded in this thread.
+    """
     workers = config.decode_workers
     if workers and multiprocessing.current_process().daemon:
-        workers = 0  # daemonic processes (e.g. Dask worker processes) may not start children
-    return DataLoader(
-        ShardFrames(url, config.batch_size),
-        batch_size=None,
-        num_workers=workers,
-        pin_memory=pin_memory,
-        prefetch_factor=config.prefetch_batches if workers else None,
-        worker_init_fn=_worker_init if workers else None,
-        multiprocessing_context=config.start_method if workers else None,
-    )
+        workers = 0
+    if not workers:
+        for group in planned_batches(url, config.batch_size):
+            yield from decode_group(group)
+        return
+    pool = decode_pool(workers, config.start_method)
+    window: deque[Future[list[DecodedBatch]]] = deque()
+    try:
+        for group in planned_batches(url, config.batch_size):
+            window.append(pool.submit(decode_group, group))
+            if len(window) >= workers * config.prefetch_batches:
+                yield from window.popleft().result()
+        while window:
+            yield from window.popleft().result()
+    except BrokenProcessPool as exc:
+        _forget_pool(pool)  # a retry starts a fresh pool
+        raise RuntimeError(f"{url}: a decode worker process died ({exc}); the shard can be retried") from exc
+    finally:
+        for future in window:
+            future.cancel()
 
 
 @dataclass
@@ -183,7 +211,10 @@ class _InFlight:
 def _launch(engine: TranslatorEngine, batch: DecodedBatch) -> _InFlight:
     assert batch.images is not None
     device = engine.device
-    images = batch.images.to(device, non_blocking=True).float().div_(255)
+    images = torch.from_numpy(batch.images)
+    if device.type == "cuda":
+        images = images.pin_memory()  # so the copy below runs asynchronously
+    images = images.to(device, non_blocking=True).float().div_(255)
     out = engine(images)
     pixels = out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
     if device.type != "cuda":
@@ -221,7 +252,7 @@ def translate_shard_frames(
     A frame whose image cannot be decoded comes out with ``rgb=None`` and the reason in ``error``.
     """
     in_flight: _InFlight | None = None
-    for batch in shard_loader(url, config, pin_memory=engine.device.type == "cuda"):
+    for batch in shard_batches(url, config):
         if batch.images is None:
             yield from _failures(batch)
             continue

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,13 @@ from sim2real.models.translator.config import GeneratorConfig, TrainConfig, Tran
 from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
-from sim2real.models.translator_infer import InferenceConfig, TranslatedFrame, translate_shard_frames
+from sim2real.models.translator_infer import (
+    InferenceConfig,
+    TranslatedFrame,
+    decode_pool,
+    shard_batches,
+    translate_shard_frames,
+)
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, with_member_hashes
 from sim2real.storage.shards import read_shard, write_shard
@@ -174,3 +182,23 @@ def test_cuda_pipeline_matches_cpu_closely(model, engine, shard):
         else:
             diff = np.abs(cuda[key].rgb.astype(int) - frame.rgb.astype(int))
             assert diff.mean() < 4  # bf16 autocast on the GPU
+
+
+def test_decode_pool_is_kept_and_a_dead_worker_gives_a_clear_retryable_error(shard):
+    _, url, _ = shard
+    config = InferenceConfig(batch_size=3, decode_workers=1)
+    first = list(shard_batches(url, config))
+    pool = decode_pool(1, config.start_method)
+    assert decode_pool(1, config.start_method) is pool, "one pool per process, reused across shards"
+    for process in list(pool._processes.values()):  # a worker killed by the OOM killer, say
+        os.kill(process.pid, signal.SIGKILL)
+        process.join()
+    with pytest.raises(RuntimeError, match="a decode worker process died.*can be retried"):
+        list(shard_batches(url, config))
+    again = list(shard_batches(url, config))  # a fresh pool
+    assert decode_pool(1, config.start_method) is not pool
+    assert [b.keys for b in again] == [b.keys for b in first]
+    assert all(
+        (a.images is None and b.images is None) or np.array_equal(a.images, b.images)
+        for a, b in zip(again, first, strict=True)
+    )
