@@ -48,8 +48,8 @@ class TranslateConfig(BaseModel):
     decode_workers: int | None = Field(
         default=None,
         ge=0,
-        description="worker processes decoding images; default: none on CPU (decoding in the "
-        "task is cheaper than the hand-off when the forward pass uses every core), min(4, cores / 2) on CUDA",
+        description="worker processes decoding images; default: none on CPU (decoding is a small share "
+        "of a CPU forward pass; no pool to start), min(4, cores / 2) on CUDA",
     )
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
     encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
@@ -118,10 +118,9 @@ def translate_flow(
     if device.type == "cuda":
         ensure_tag_limit(GPU_TAG, config.gpu_slots)
         shard_task = shard_task.with_options(tags=[GPU_TAG])
+    encode, inference, engine = config.encode(), config.inference(device), config.engine(device)
     futures = [
-        shard_task.submit(
-            root, plan, i, config.encode(), config.inference(device), config.engine(device), config.encode_threads
-        )
+        shard_task.submit(root, plan, i, encode, inference, engine, config.encode_threads)
         for i in range(len(plan.shard_urls))
     ]
     parts = wait_for_shards(futures, plan)

@@ -56,7 +56,6 @@ class TranslatedFrame:
     source_rgb_sha256: str | None
     rgb: np.ndarray | None  # H×W×3 uint8 translated image
     error: str | None = None
-    batch_end: bool = False  # the last frame of its batch: the next frame comes after another forward pass
 
 
 @dataclass
@@ -230,11 +229,8 @@ def _collect(flight: _InFlight) -> Iterator[TranslatedFrame]:
     flight.done()
     pixels = flight.pixels.numpy()
     batch = flight.batch
-    last = len(batch.keys) - 1
     for i, key in enumerate(batch.keys):
-        yield TranslatedFrame(
-            batch.positions[i], key, batch.members[i], batch.rgb_sha256[i], pixels[i], batch_end=i == last
-        )
+        yield TranslatedFrame(batch.positions[i], key, batch.members[i], batch.rgb_sha256[i], pixels[i])
 
 
 def _failures(batch: DecodedBatch) -> Iterator[TranslatedFrame]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol
 
@@ -152,31 +152,23 @@ def write_translated_shard(
     config: EncodeConfig,
     lineage: Lineage,
     encode_threads: int = 2,
-    alternate: bool = False,
 ) -> dict[str, Any]:
     """Encode, check and write shard ``out = (name, version, index)``; return its part record.
 
     ``source_shard`` is ``(shard url, {key: source manifest row})``. Images are encoded in a pool of
-    ``encode_threads`` while ``frames`` keeps producing, or, with ``alternate``, each batch's encoding
-    finishes before the next frame is asked for: when the forward pass runs on the same CPU cores, the
-    two phases then each get every core instead of slowing each other down. Samples are written in
-    source order. Frames the pipeline could not translate are quarantined; a label that differs from the
-    source manifest raises :class:`LabelMismatch` before anything is written.
+    ``encode_threads`` while ``frames`` keeps producing. Samples are written in source order. Frames
+    the pipeline could not translate are quarantined; a label that differs from the source manifest
+    raises :class:`LabelMismatch` before anything is written.
     """
     shard_url = source_shard[0]
     quarantine: list[dict[str, str]] = []
     pending: list[tuple[TranslatedFrame, Future[bytes]]] = []
     with ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="encode") as pool:
-        batch: list[Future[bytes]] = []
         for frame in frames:
             if frame.rgb is None:
                 quarantine.append(_quarantine_row(shard_url, frame, frame.error or "not translated"))
-                continue
-            batch.append(pool.submit(encode_rgb, frame.rgb, config))
-            pending.append((frame, batch[-1]))
-            if alternate and frame.batch_end:
-                wait(batch)
-                batch = []
+            else:
+                pending.append((frame, pool.submit(encode_rgb, frame.rgb, config)))
         samples = []
         for frame, encoded in sorted(pending, key=lambda item: item[0].position):
             try:

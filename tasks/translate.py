@@ -91,7 +91,6 @@ def translate_shard(
         encode,
         plan.lineage,
         encode_threads,
-        alternate=engine.device.startswith("cpu"),  # forward and encoding share the cores: take turns
     )
     return {**part, "skipped": False, "seconds": time.perf_counter() - started}
 
