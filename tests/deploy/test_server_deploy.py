@@ -45,6 +45,15 @@ def test_prefect_yaml_has_a_deployment_per_flow() -> None:
     }
 
 
+def test_nightly_parameters_validate_against_the_flow_schema() -> None:
+    from sim2real.flows.nightly import NightlyParams
+
+    spec = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
+    nightly = next(d for d in spec["deployments"] if d["name"] == "nightly")
+    params = NightlyParams.model_validate(nightly["parameters"]["params"])
+    assert params.translate.compile and params.profile == "full"
+
+
 def test_deployments_schedule_and_concurrency_on_the_server(
     deployed: dict[str, Any], prefect_server: Server
 ) -> None:
