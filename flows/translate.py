@@ -74,9 +74,8 @@ class TranslateConfig(BaseModel):
         return InferenceConfig(self.batch_size, workers, self.prefetch_batches)
 
     def engine(self, device: torch.device) -> translate_tasks.EngineConfig:
-        return translate_tasks.EngineConfig(
-            str(device), resolve_precision(self.precision, device), self.compile
-        )
+        precision = resolve_precision(self.precision, device)
+        return translate_tasks.EngineConfig(str(device), precision, self.compile, self.batch_size)
 
 
 def version_config(config: TranslateConfig, device: torch.device) -> dict[str, Any]:

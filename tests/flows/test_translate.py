@@ -18,7 +18,13 @@ from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.runners import RunnerConfig
-from sim2real.flows.translate import ShardsFailed, TranslateConfig, run_translate, translate_flow
+from sim2real.flows.translate import (
+    ShardsFailed,
+    TranslateConfig,
+    run_translate,
+    translate_flow,
+    version_config,
+)
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.model import build_translator
@@ -227,3 +233,16 @@ def test_corrupt_frame_is_quarantined_and_the_rest_translates(world: dict[str, A
     assert "cannot decode image" in quarantine[0]["reason"] and "toybad-000001.tar" in quarantine[0]["path"]
     keys = [s["__key__"] for s in wds.WebDataset(version.shard_urls, shardshuffle=False)]
     assert bad_key not in keys and len(keys) == FRAMES - 1
+
+
+def test_config_resolves_engine_and_workers_and_version_covers_numerics_only():
+    cpu = torch.device("cpu")
+    config = TranslateConfig(batch_size=16, precision="fp32", compile=True)
+    assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16)
+    assert config.inference(cpu).decode_workers == 0  # CPU default: decode in the task
+    assert TranslateConfig(decode_workers=3).inference(cpu).decode_workers == 3
+    assert TranslateConfig(decode_workers=None).inference(torch.device("cuda")).decode_workers >= 1
+    base = version_config(TranslateConfig(precision="fp32"), cpu)
+    assert version_config(TranslateConfig(precision="fp32", batch_size=2, decode_workers=2), cpu) == base
+    assert version_config(TranslateConfig(precision="bf16"), cpu) != base
+    assert version_config(TranslateConfig(precision="fp32", compile=True), cpu) != base
