@@ -2,8 +2,8 @@
 
 :class:`TranslatorEngine` turns a :class:`~sim2real.models.translator.model.Translator` into the
 function the translate flow runs over millions of frames. Three things make it faster than calling
-``translate`` on the trained module, none of which changes what the network computes beyond float
-rounding:
+``translate`` on the trained module; the graph rewrite and compilation change results by float
+rounding only, bf16 by bf16 rounding (bench/RESULTS.md measures both):
 
 * **Inference graph** — only the sim content encoder and the real decoder, with the fixed real style
   baked in, and every *nearest ×2 upsample → k×k convolution* pair folded into one convolution at the
@@ -14,8 +14,8 @@ rounding:
   so the result equals upsample-then-conv everywhere, borders included.
 * **Precision** — ``auto`` runs bf16 autocast where the device computes bf16 natively (CUDA with bf16,
   CPUs with AVX512-BF16 or AMX), fp16 autocast on older GPUs, fp32 elsewhere.
-* **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing, which constant-folds the
-  weights, pre-packs them for oneDNN on CPU and fuses the normalisation and activation kernels.
+* **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing (weights treated as constants),
+  which generates fused kernels for the normalisation, activation and padding ops around the convs.
   Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos. A
   compiled engine pads every batch to a fixed number of frames (repeating the last frame), so a shard's
   short last batch reuses the graph instead of compiling another.
@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +34,6 @@ from torch import nn
 from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.model import Translator
 
-Precision = Literal["auto", "fp32", "bf16", "fp16"]
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
