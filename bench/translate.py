@@ -114,7 +114,7 @@ def forward_only(images: torch.Tensor, engine: TranslatorEngine, batch_size: int
     return time.perf_counter() - started
 
 
-def pixel_drift(source: Version, translated: Version, reference_dir: Path) -> dict[str, float]:
+def pixel_drift(translated: Version, reference_dir: Path) -> dict[str, float | None]:
     """How far the flow's translated pixels are from (b)'s fp32 reference, in 8-bit levels."""
     diffs = []
     for raw in raw_samples(translated.shard_urls):
@@ -127,7 +127,7 @@ def pixel_drift(source: Version, translated: Version, reference_dir: Path) -> di
         "mean_levels": round(float(levels.mean()), 3),
         "max_levels": int(levels.max()),
         "changed_pixels": round(float((levels > 0).mean()), 4),
-        "psnr_db": round(10 * math.log10(255**2 / mse), 1) if mse else math.inf,
+        "psnr_db": round(10 * math.log10(255**2 / mse), 1) if mse else None,  # None: identical
     }
 
 
@@ -211,7 +211,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
             seconds, translated = flow_run(source, translator, f"bench-a{round_index}", config, runner, root)
             times["a"].append(seconds)
     store = DatasetStore(root)
-    drift = pixel_drift(source, store.open(translated), Path(root) / "b0") if args.format == "png" else {}
+    drift = pixel_drift(store.open(translated), Path(root) / "b0") if args.format == "png" else {}
     fps = {mode: args.frames / min(seconds) for mode, seconds in times.items()}
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{os.cpu_count()}",

@@ -2,9 +2,10 @@
 
 Three stages run at once. The task reads the shard with stock ``webdataset`` and groups frames of
 equal size into batches from their image headers; a pool of decode processes, started once per process
-and kept, decodes the batches a few ahead (or, on CPU, where the forward pass wants every core, the task
-decodes them itself); the task moves each batch to the device (pinned, ``non_blocking``) and runs
-a :class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
+and kept, decodes the batches a few ahead (the translate flow's CPU default is no pool: decoding is a
+small share of a CPU forward pass, and the task decodes itself); the task moves each batch to the
+device (pinned, ``non_blocking``) and runs a
+:class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
 device computes it natively, ``channels_last`` on CUDA, optionally compiled); the consumer encodes the
 yielded frames in its own threads. On CUDA, batch ``i + 1`` is launched before batch ``i``'s pixels
 are collected, so the device does not wait on the host. Label members travel as raw bytes and are
