@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.engine import (
     InferenceGraph,
     TranslatorEngine,
@@ -21,15 +20,13 @@ from sim2real.models.translator.engine import (
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
 
+from .test_translator import tiny_config
+
 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    config = TranslatorConfig(
-        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
-        train=TrainConfig(crop_height=32, crop_width=32),
-    )
-    model = build_translator(config).eval()
+    model = build_translator(tiny_config()).eval()
     model.real_style.normal_()  # a non-trivial inference style, as after training
     return model
 

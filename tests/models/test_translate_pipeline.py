@@ -13,7 +13,6 @@ import pytest
 import torch
 from PIL import Image
 
-from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
@@ -35,6 +34,8 @@ from sim2real.storage.translate_io import (
     write_translated_shard,
 )
 from sim2real.storage.versions import DatasetStore
+
+from .test_translator import tiny_config
 
 SIZES = [(24, 40), (32, 48), (24, 40), (24, 40), (32, 48), (24, 40), (24, 40), (32, 48)]
 BAD = {3: "truncated", 6: "garbage"}
@@ -78,11 +79,7 @@ def shard(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetStore, str, 
 @pytest.fixture(scope="module")
 def model() -> torch.nn.Module:
     torch.manual_seed(0)
-    config = TranslatorConfig(
-        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
-        train=TrainConfig(crop_height=32, crop_width=32),
-    )
-    return build_translator(config).eval()
+    return build_translator(tiny_config()).eval()
 
 
 @pytest.fixture(scope="module")

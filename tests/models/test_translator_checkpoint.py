@@ -20,17 +20,7 @@ from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.training import new_training_state, run_training
 from sim2real.storage.registry import TranslatorRegistry
 
-from .test_translator import cycle, tiny_config, toy_frames
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions gain nothing from intra-op threads; on a shared CPU, OpenMP barriers waiting for a
-    descheduled thread made these tests 10-30x slower, so they run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from .test_translator import _one_thread, cycle, tiny_config, toy_frames  # noqa: F401 - autouse fixture
 
 
 def batches(config, seed=0):
