@@ -23,7 +23,7 @@ from sim2real.flows.reporting import Progress, artifact_key, completed, table
 from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
 from sim2real.models.translator.engine import resolve_precision
 from sim2real.models.translator_infer import InferenceConfig, resolve_device
-from sim2real.storage.translate_io import EncodeConfig, TranslatePlan
+from sim2real.storage.translate_io import EncodeConfig, PngStrategy, TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
@@ -44,6 +44,11 @@ class TranslateConfig(BaseModel):
     )
     jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality (jpg only)")
     png_compress_level: int = Field(default=6, ge=0, le=9, description="zlib level (png only)")
+    png_strategy: PngStrategy = Field(
+        default="rle",
+        description="zlib strategy (png only): rle is ~4x faster than default and as small on translated "
+        "images",
+    )
     batch_size: int = Field(default=8, ge=1, description="frames per forward pass")
     decode_workers: int | None = Field(
         default=None,
@@ -65,7 +70,7 @@ class TranslateConfig(BaseModel):
     gpu_slots: int = Field(default=1, ge=1, description="slots of the 'gpu' tag limit, created if absent")
 
     def encode(self) -> EncodeConfig:
-        return EncodeConfig(self.image_format, self.jpeg_quality, self.png_compress_level)
+        return EncodeConfig(self.image_format, self.jpeg_quality, self.png_compress_level, self.png_strategy)
 
     def inference(self, device: torch.device) -> InferenceConfig:
         workers = self.decode_workers
@@ -88,6 +93,7 @@ def version_config(config: TranslateConfig, device: torch.device) -> dict[str, A
         "image_format": encode.image_format,
         "jpeg_quality": encode.jpeg_quality,
         "png_compress_level": encode.png_compress_level,
+        "png_strategy": encode.png_strategy,
         "precision": resolve_precision(config.precision, device),
         "compiled": config.compile,
         "engine": ENGINE_VERSION,

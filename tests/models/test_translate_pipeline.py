@@ -27,6 +27,7 @@ from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, with_member_hashes
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.translate_io import (
+    PNG_STRATEGIES,
     EncodeConfig,
     LabelMismatch,
     Lineage,
@@ -161,10 +162,15 @@ def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp
 
 def test_encoding_is_deterministic_and_png_lossless():
     rgb = np.random.default_rng(1).integers(0, 256, (17, 23, 3), dtype=np.uint8)
+    rgb[:8] = rgb[0, 0]  # a flat band, where the zlib strategies differ
     for config in (EncodeConfig("png"), EncodeConfig("jpg", jpeg_quality=80)):
         assert encode_rgb(rgb, config) == encode_rgb(rgb.copy(), config)
-    decoded = np.asarray(Image.open(io.BytesIO(encode_rgb(rgb, EncodeConfig("png")))))
-    assert np.array_equal(decoded, rgb)
+    encoded = {s: encode_rgb(rgb, EncodeConfig("png", png_strategy=s)) for s in PNG_STRATEGIES}
+    assert len(set(encoded.values())) > 1  # the strategy reaches zlib
+    for data in encoded.values():
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    with pytest.raises(ValueError, match="png_strategy 'lz4'"):
+        EncodeConfig("png", png_strategy="lz4")  # type: ignore[arg-type]
 
 
 @pytest.mark.gpu
