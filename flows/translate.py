@@ -27,7 +27,7 @@ from sim2real.storage.translate_io import EncodeConfig, PngStrategy, TranslatePl
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
-ENGINE_VERSION = "folded-upsampling/1"
+ENGINE_VERSION = "folded-upsampling/2"  # /2: compiled engines use two-pass instance norms
 
 
 class ShardsFailed(RuntimeError):

@@ -12,13 +12,17 @@ from torch import nn
 from sim2real.models.translator.engine import (
     InferenceGraph,
     TranslatorEngine,
+    TwoPassInstanceNorm,
     UpsampledConv,
     can_fold,
     native_bf16,
     resolve_precision,
+    two_pass_instance_norm,
+    use_two_pass_instance_norms,
 )
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
+from sim2real.models.translator.networks import AdaINResBlock
 
 from .test_translator import tiny_config
 
@@ -96,6 +100,30 @@ def test_bf16_engine_stays_close_to_fp32(model):
     assert torch.equal(out, engine(images)), "the engine must be deterministic"
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_two_pass_instance_norm_equals_the_native_one(channels_last: bool):
+    x = torch.randn(3, 16, 9, 14, generator=torch.Generator().manual_seed(4)).mul(3).add(1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(two_pass_instance_norm(x), F.instance_norm(x), rtol=0, atol=1e-5)
+    loose = two_pass_instance_norm(x, eps=1e-3)
+    torch.testing.assert_close(loose, F.instance_norm(x, eps=1e-3), rtol=0, atol=1e-5)
+
+
+def test_two_pass_norms_switch_every_instance_norm_and_keep_the_output(model):
+    native, switched = InferenceGraph(model), InferenceGraph(model, two_pass_norms=True)
+    instance_norms = sum(isinstance(m, nn.InstanceNorm2d) for m in native.modules())
+    adain_blocks = sum(isinstance(m, AdaINResBlock) for m in native.modules())
+    assert instance_norms > 0 and adain_blocks > 0
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in switched.modules())
+    assert sum(isinstance(m, TwoPassInstanceNorm) for m in switched.modules()) == instance_norms
+    assert use_two_pass_instance_norms(InferenceGraph(model)) == instance_norms + adain_blocks
+    assert all(b.instance_norm is F.instance_norm for b in model.modules() if isinstance(b, AdaINResBlock))
+    x = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(switched(x), native(x), rtol=0, atol=1e-5)
+
+
 def test_compiled_engine_matches_eager_and_is_thread_safe(model):
     images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(3))
     eager = TranslatorEngine(model, "cpu", precision="fp32")(images)
@@ -104,6 +132,11 @@ def test_compiled_engine_matches_eager_and_is_thread_safe(model):
     short = engine(images[1:])  # a short last batch is padded to the compiled batch size
     assert short.shape == (1, 3, 24, 40)
     torch.testing.assert_close(short, eager[1:], rtol=0, atol=1e-4)
+    # Decoded batches arrive channels-last; the engine's input layout is fixed, so no second compile.
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        torch.testing.assert_close(
+            engine(images.contiguous(memory_format=torch.channels_last)), eager, rtol=0, atol=1e-4
+        )
     results: list[torch.Tensor] = []
     threads = [threading.Thread(target=lambda: results.append(engine(images))) for _ in range(3)]
     for thread in threads:
