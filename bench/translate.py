@@ -1,7 +1,8 @@
 """Translate throughput, three ways on the same model and frames, in one run.
 
-(a) the translate flow end to end (Prefect thread runner, one task per shard: decode workers, batched
-    forward, threaded encoding, checked shard writes, commit, artifacts), frames/s;
+(a) the translate flow end to end with its defaults (Prefect thread runner, two shard tasks at once,
+    one task per shard: decoding, batched forward, threaded encoding, checked shard writes, commit,
+    artifacts), frames/s;
 (b) a batch-1 fp32 per-image loop as the official MUNIT/CUT test scripts run: decode one image,
     forward it, encode it, write it, next;
 (c) the forward pass alone on pre-decoded tensors: the same engine as (a) (inference graph, precision,
@@ -151,7 +152,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-workers", type=int, default=None, help="default: the flow's (0 on CPU)")
     parser.add_argument("--encode-threads", type=int, default=2)
-    parser.add_argument("--max-workers", type=int, default=1, help="shard tasks at once (thread runner)")
+    parser.add_argument(
+        "--max-workers", type=int, default=RunnerConfig().max_workers, help="shard tasks at once (the flow's)"
+    )
     parser.add_argument("--format", default="png", choices=("png", "jpg"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
