@@ -44,7 +44,7 @@ class EncodeConfig:
     jpeg_quality: int = 95  # libjpeg quality for ``jpg`` (1-95)
     png_compress_level: int = 6  # zlib level for ``png`` (0-9); higher is smaller and slower
     # zlib strategy for ``png``. ``rle`` (run-length matches only) is the default: on translated images
-    # it writes smaller files than zlib's default strategy at a quarter of the time (bench/encode.py).
+    # it writes smaller files than zlib's default strategy in under a third of the time (bench/encode.py).
     png_strategy: PngStrategy = "rle"
 
     def __post_init__(self) -> None:

@@ -15,7 +15,8 @@ rounding only, bf16 by bf16 rounding (bench/RESULTS.md measures both):
 * **Precision** — ``auto`` runs bf16 autocast where the device computes bf16 natively (CUDA with bf16,
   CPUs with AVX512-BF16 or AMX), fp16 autocast on older GPUs, fp32 elsewhere.
 * **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing (weights treated as constants),
-  which generates fused kernels for the normalisation, activation and padding ops around the convs.
+  which generates fused kernels for the normalisation, activation and padding ops around the convs
+  (instance norms rewritten as :func:`two_pass_instance_norm`, which it vectorises on CPU).
   Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos. A
   compiled engine pads every batch to a fixed number of frames (repeating the last frame), so a shard's
   short last batch reuses the graph instead of compiling another.
