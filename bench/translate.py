@@ -47,7 +47,7 @@ from sim2real.flows.runners import RunnerConfig  # noqa: E402 - after quiet_pref
 from sim2real.flows.train_translator import load_profile  # noqa: E402
 from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E402
 from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
-from sim2real.models.translator.engine import TranslatorEngine  # noqa: E402
+from sim2real.models.translator.engine import PRECISIONS, TranslatorEngine  # noqa: E402
 from sim2real.models.translator.model import Translator, build_translator  # noqa: E402
 from sim2real.models.translator_infer import resolve_device  # noqa: E402
 from sim2real.storage import ingest  # noqa: E402
@@ -157,7 +157,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--format", default="png", choices=("png", "jpg"))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine in (a) and (c)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root (default: a temporary folder)")

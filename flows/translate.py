@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sim2real.flows.events import emit_version_created
 from sim2real.flows.reporting import Progress, artifact_key, completed, table
 from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
-from sim2real.models.translator.engine import resolve_precision
+from sim2real.models.translator.engine import Precision, resolve_precision
 from sim2real.models.translator_infer import InferenceConfig, resolve_device
 from sim2real.storage.translate_io import EncodeConfig, PngStrategy, TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
@@ -59,7 +59,7 @@ class TranslateConfig(BaseModel):
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
     encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+    precision: Precision = Field(
         default="auto",
         description="compute precision: auto = bf16 where the device has it natively (fp16 on older GPUs)",
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import logging
 import threading
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,8 @@ from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.networks import AdaINResBlock
 
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -210,8 +213,8 @@ def native_bf16(device: torch.device) -> bool:
 def resolve_precision(precision: str, device: torch.device | str) -> str:
     """``auto`` → ``bf16`` where native, ``fp16`` on CUDA without bf16, else ``fp32``; others as given."""
     device = torch.device(device)
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise ValueError(f"precision {precision!r}: expected auto, fp32, bf16 or fp16")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         if precision == "fp16" and device.type == "cpu":
             raise ValueError("precision fp16: not supported on CPU (use bf16 or fp32)")
