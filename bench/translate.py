@@ -6,7 +6,7 @@
 (b) a batch-1 fp32 per-image loop as the official MUNIT/CUT test scripts run: decode one image,
     forward it, encode it, write it, next;
 (c) the forward pass alone on pre-decoded tensors: the same engine as (a) (inference graph, precision,
-    compiled or not) at (a)'s batch size (the device's ceiling).
+    compiled or not, forward streams) at (a)'s batch size, every stream kept busy (the device's ceiling).
 
 Prints a/b (goal ≥ 3 on CPU, ≥ 20 on a GPU) and a/c (goal ≥ 0.8), and how far (a)'s pixels are from
 (b)'s fp32 reference (bf16 and kernel choice move some pixels by a level or two). Each mode runs
@@ -106,11 +106,13 @@ def per_image_loop(
 
 
 def forward_only(images: torch.Tensor, engine: TranslatorEngine, batch_size: int) -> float:
-    """(c) seconds for the engine over pre-decoded images already on the device."""
+    """(c) seconds for the engine over pre-decoded images already on the device, all batches queued on
+    its forward streams at once."""
     sync(engine.device)
     started = time.perf_counter()
-    for start in range(0, len(images), batch_size):
-        engine(images[start : start + batch_size])
+    batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
+    for future in [engine.submit(engine, batch) for batch in batches]:
+        future.result()
     sync(engine.device)
     return time.perf_counter() - started
 
@@ -159,6 +161,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine in (a) and (c)")
+    parser.add_argument(
+        "--cpu-streams",
+        type=int,
+        default=TranslateConfig().cpu_streams,
+        help="CPU forward streams (the flow's)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root (default: a temporary folder)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON line too")
@@ -184,6 +192,7 @@ def setup(args: argparse.Namespace, root: str) -> tuple[Version, Version, str, T
         encode_threads=args.encode_threads,
         precision=args.precision,
         compile=args.compile,
+        cpu_streams=args.cpu_streams,
     )
     return source, warm, translator, config
 
@@ -200,11 +209,19 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     images = decoded(source, device)
     engine_config = config.engine(device)
     engine = TranslatorEngine(
-        model, device, engine_config.precision, engine_config.compile, batch_size=engine_config.batch_size
+        model,
+        device,
+        engine_config.precision,
+        engine_config.compile,
+        batch_size=engine_config.batch_size,
+        streams=engine_config.streams,
     )
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
-        thread.submit(forward_only, images[: args.batch_size], engine, args.batch_size).result()  # warm-up
+        # Warm-up (compiles, with --compile): one batch per stream.
+        thread.submit(
+            forward_only, images[: args.batch_size * engine.streams], engine, args.batch_size
+        ).result()
         for round_index in range(args.rounds):
             times["c"].append(thread.submit(forward_only, images, engine, args.batch_size).result())
             out_dir = Path(root) / f"b{round_index}"
@@ -229,7 +246,11 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "seconds": {mode: [round(s, 2) for s in values] for mode, values in times.items()},
         "a_over_b": round(fps["a"] / fps["b"], 2),
         "a_over_c": round(fps["a"] / fps["c"], 2),
-        "engine": engine.describe(),
+        "engine": {
+            **engine.describe(),
+            "streams": engine.streams,
+            "threads_per_stream": engine.threads_per_stream,
+        },
         "a_cold_seconds": round(times["a"][0], 2),
         "warmup_seconds": round(warmup_seconds, 2),
         "drift_vs_b": drift,

@@ -7,9 +7,10 @@ small share of a CPU forward pass, and the task decodes itself); the task moves 
 device (pinned, ``non_blocking``) and runs a
 :class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
 device computes it natively, ``channels_last`` on CUDA, optionally compiled); the consumer encodes the
-yielded frames in its own threads. On CUDA, batch ``i + 1`` is launched before batch ``i``'s pixels
-are collected, so the device does not wait on the host. Label members travel as raw bytes and are
-never decoded.
+yielded frames in its own threads. Batch ``i + 1`` is launched before batch ``i``'s pixels are
+collected: on CUDA the device does not wait on the host, and on CPU the two batches run on two of the
+engine's forward streams while this thread decodes the next one. Label members travel as raw bytes
+and are never decoded.
 """
 
 from __future__ import annotations
@@ -203,32 +204,39 @@ def shard_batches(url: str, config: InferenceConfig) -> Iterator[DecodedBatch]:
 @dataclass
 class _InFlight:
     batch: DecodedBatch
-    pixels: torch.Tensor  # B×H×W×3 uint8 on the host (filled asynchronously on CUDA)
-    done: Callable[[], None]
+    pixels: Callable[[], torch.Tensor]  # waits for the batch: B×H×W×3 uint8 on the host
 
 
 @torch.inference_mode()
+def _to_pixels(engine: TranslatorEngine, images: torch.Tensor) -> torch.Tensor:
+    """uint8 B×3×H×W on the engine's device → translated uint8 B×H×W×3 (on the device)."""
+    out = engine(images.float().div_(255))
+    return out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def _launch(engine: TranslatorEngine, batch: DecodedBatch) -> _InFlight:
+    """Start translating ``batch``: on a CPU forward stream of the engine, or queued on the GPU."""
     assert batch.images is not None
-    device = engine.device
     images = torch.from_numpy(batch.images)
-    if device.type == "cuda":
-        images = images.pin_memory()  # so the copy below runs asynchronously
-    images = images.to(device, non_blocking=True).float().div_(255)
-    out = engine(images)
-    pixels = out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    if device.type != "cuda":
-        return _InFlight(batch, pixels, lambda: None)
-    host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
-    host.copy_(pixels, non_blocking=True)
-    event = torch.cuda.Event()
-    event.record()
-    return _InFlight(batch, host, event.synchronize)
+    if engine.device.type != "cuda":
+        return _InFlight(batch, engine.submit(_to_pixels, engine, images).result)
+    with torch.inference_mode():
+        images = images.pin_memory().to(engine.device, non_blocking=True)  # pinned: an async copy
+        pixels = _to_pixels(engine, images)
+        host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
+        host.copy_(pixels, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+
+    def wait() -> torch.Tensor:
+        event.synchronize()
+        return host
+
+    return _InFlight(batch, wait)
 
 
 def _collect(flight: _InFlight) -> Iterator[TranslatedFrame]:
-    flight.done()
-    pixels = flight.pixels.numpy()
+    pixels = flight.pixels().numpy()
     batch = flight.batch
     for i, key in enumerate(batch.keys):
         yield TranslatedFrame(batch.positions[i], key, batch.members[i], batch.rgb_sha256[i], pixels[i])
@@ -253,7 +261,7 @@ def translate_shard_frames(
         if batch.images is None:
             yield from _failures(batch)
             continue
-        launched = _launch(engine, batch)  # under inference_mode; not held across yields
+        launched = _launch(engine, batch)  # batch i + 1 starts before batch i's frames are collected
         if in_flight is not None:
             yield from _collect(in_flight)
         in_flight = launched

@@ -27,21 +27,28 @@ from sim2real.storage.versions import DatasetStore, Version
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """How the translator runs: device, precision (``fp32``/``bf16``/``fp16``), compiled or not, and the
-    batch size a compiled graph is specialised to."""
+    """How the translator runs: device, precision (``fp32``/``bf16``/``fp16``), compiled or not, the
+    batch size a compiled graph is specialised to, and the forward streams on CPU."""
 
     device: str
     precision: str = "fp32"
     compile: bool = False
     batch_size: int = 8
+    streams: int = 1
 
 
 @functools.lru_cache(maxsize=2)
 def cached_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
-    """The engine of registry translator ``translator_id``, built once per process and setting."""
+    """The engine of registry translator ``translator_id``, built once per process and setting (its
+    forward streams serve every shard task of the process)."""
     model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
     return TranslatorEngine(
-        model, engine.device, engine.precision, engine.compile, batch_size=engine.batch_size
+        model,
+        engine.device,
+        engine.precision,
+        engine.compile,
+        batch_size=engine.batch_size,
+        streams=engine.streams,
     )
 
 

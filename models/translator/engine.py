@@ -14,12 +14,21 @@ rounding only, bf16 by bf16 rounding (bench/RESULTS.md measures both):
   so the result equals upsample-then-conv everywhere, borders included.
 * **Precision** — ``auto`` runs bf16 autocast where the device computes bf16 natively (CUDA with bf16,
   CPUs with AVX512-BF16 or AMX), fp16 autocast on older GPUs, fp32 elsewhere.
-* **Compilation** (opt-in) — ``torch.compile`` with inductor's freezing (weights treated as constants),
-  which generates fused kernels for the normalisation, activation and padding ops around the convs
-  (instance norms rewritten as :func:`two_pass_instance_norm`, which it vectorises on CPU).
+* **Compilation** (opt-in) — ``torch.compile``, which generates fused kernels for the normalisation,
+  activation and padding ops around the convs (instance norms rewritten as
+  :func:`two_pass_instance_norm`, which it vectorises on CPU). Not
+  with inductor's freezing: its oneDNN weight prepacking made the bf16 forward 23 % slower here (and
+  ``torch.compile(options={"freezing": True})`` silently leaves it off; only the global config turns
+  it on).
   Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos. A
   compiled engine pads every batch to a fixed number of frames (repeating the last frame), so a shard's
   short last batch reuses the graph instead of compiling another.
+* **Forward streams** (CPU) — ``streams=N`` runs forward passes on N engine threads at once, each with
+  cores ÷ N intra-op threads (:meth:`TranslatorEngine.submit`). Two single-threaded forwards side by
+  side beat one forward spread over both cores of a 2-core machine by ~20 % (eager and compiled alike:
+  an OpenMP team waits at every barrier for its slowest thread, and on a busy machine that thread was
+  descheduled), and callers decoding or encoding on the same cores slow a stream down instead of
+  stalling a whole team.
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from typing import Literal, get_args
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Literal, ParamSpec, TypeVar, get_args
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +48,8 @@ from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.networks import AdaINResBlock
 
+P = ParamSpec("P")
+T = TypeVar("T")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -224,11 +237,51 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
+def start_streams(streams: int, threads: int) -> ThreadPoolExecutor:
+    """A pool of ``streams`` threads that each run torch ops with ``threads`` intra-op threads.
+
+    Torch's thread count lives per thread (each thread's OpenMP setting, taken from a process-wide value
+    the first time the thread runs a parallel op or reads the count). Each stream sets its own while the
+    caller waits for all of them; then the caller puts the process-wide value back, so threads started
+    later (and the caller) keep the usual count. A thread that runs its first parallel op within that
+    millisecond would take ``threads`` too (it would run slower, not wrong).
+    """
+    previous = torch.get_num_threads()
+    started = threading.Barrier(streams + 1)
+    failures: list[str] = []
+
+    def init_stream() -> None:
+        torch.set_num_threads(threads)
+        # Reading the count runs torch's once-per-thread initialisation now, from the process-wide value
+        # just set; run later, it would take the value put back below.
+        if torch.get_num_threads() != threads:
+            failures.append(f"forward stream got {torch.get_num_threads()} intra-op threads, not {threads}")
+            started.abort()
+            return
+        started.wait()
+
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="forward-stream", initializer=init_stream)
+    try:
+        # Each submit finds no idle thread (the first ones wait at the barrier) and starts one more.
+        for _ in range(streams):
+            pool.submit(lambda: None)
+        started.wait(timeout=60)
+    except threading.BrokenBarrierError:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise RuntimeError(f"could not start {streams} forward streams: {failures or 'timed out'}") from None
+    finally:
+        torch.set_num_threads(previous)
+    return pool
+
+
 class TranslatorEngine:
     """Callable: B×3×H×W sim images in [0, 1] (any device) → real style, same shape, [0, 1], same device.
 
-    Deterministic for a given engine, device and batch. Safe to call from several threads (calls into a
-    compiled graph are serialised).
+    Deterministic for a given engine, device and batch. Safe to call from several threads: a compiled
+    graph's first call per input shape (the compilation) runs alone; once compiled, calls run side by
+    side like eager ones (running compiled code needs no lock; compiling does). ``streams`` (CPU only)
+    starts that many forward threads for :meth:`submit`, each with ``torch.get_num_threads() // streams``
+    intra-op threads; calling the engine directly runs in the caller's thread.
     """
 
     def __init__(
@@ -239,7 +292,10 @@ class TranslatorEngine:
         compile: bool = False,
         fold: bool = True,
         batch_size: int = 8,
+        streams: int = 1,
     ) -> None:
+        if streams < 1:
+            raise ValueError(f"TranslatorEngine: streams must be >= 1, got {streams}")
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
         self.compiled = compile
@@ -256,12 +312,36 @@ class TranslatorEngine:
         if compile:
             # Inductor's C++ toolchain probe warns about a missing CUDA runtime on CPU-only hosts: noise.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        self._forward = torch.compile(graph, dynamic=False, options={"freezing": True}) if compile else graph
-        self._lock = threading.Lock()
+        # No ``dynamic=False``: torch.compile applies that as a process-wide config patch on every call,
+        # which races when threads call at once. Inputs are marked static instead (one graph per shape).
+        self._forward = torch.compile(graph) if compile else graph
+        self._compile_lock = threading.Lock()
+        self._compiled_shapes: set[tuple[int, ...]] = set()
+        # Several CPU streams pay off; one GPU runs one stream (its own queue overlaps the host).
+        self.streams = streams if self.device.type == "cpu" else 1
+        self.threads_per_stream = max(1, torch.get_num_threads() // self.streams)
+        self._streams = start_streams(self.streams, self.threads_per_stream) if self.streams > 1 else None
 
     def describe(self) -> dict[str, object]:
         """The settings that decide the output bytes (for version ids and reports)."""
         return {"precision": self.precision, "compiled": self.compiled, "folded_upsampling": self.folded}
+
+    def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        """Run ``fn(*args, **kwargs)`` (which calls this engine) on a forward stream; without streams,
+        run it now in this thread. Returns its future."""
+        if self._streams is not None:
+            return self._streams.submit(fn, *args, **kwargs)
+        future: Future[T] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def close(self) -> None:
+        """Stop the forward streams (after the work already submitted)."""
+        if self._streams is not None:
+            self._streams.shutdown(wait=True)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -276,10 +356,16 @@ class TranslatorEngine:
         x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
         dtype = _DTYPES.get(self.precision)
         with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            if self.compiled:
-                with self._lock:
-                    out = self._forward(x)
-            else:
-                out = self._forward(x)
+            out = self._compiled_forward(x) if self.compiled else self._forward(x)
         out = out[:frames, :, :height, :width].float().add(1).div(2).clamp(0, 1)
         return out.to(images.device).contiguous()
+
+    def _compiled_forward(self, x: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.mark_static(x)
+        shape = tuple(x.shape)
+        if shape not in self._compiled_shapes:
+            with self._compile_lock:  # compiling is not thread-safe: one thread compiles, others wait
+                out = self._forward(x)
+                self._compiled_shapes.add(shape)
+            return out
+        return self._forward(x)

@@ -238,12 +238,14 @@ def test_corrupt_frame_is_quarantined_and_the_rest_translates(world: dict[str, A
 def test_config_resolves_engine_and_workers_and_version_covers_numerics_only():
     cpu = torch.device("cpu")
     config = TranslateConfig(batch_size=16, precision="fp32", compile=True)
-    assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16)
+    assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16, streams=2)
+    assert config.engine(torch.device("cuda")).streams == 1  # one stream per GPU
     assert config.inference(cpu).decode_workers == 0  # CPU default: decode in the task
     assert TranslateConfig(decode_workers=3).inference(cpu).decode_workers == 3
     assert TranslateConfig(decode_workers=None).inference(torch.device("cuda")).decode_workers >= 1
     base = version_config(TranslateConfig(precision="fp32"), cpu)
-    assert version_config(TranslateConfig(precision="fp32", batch_size=2, decode_workers=2), cpu) == base
+    same = TranslateConfig(precision="fp32", batch_size=2, decode_workers=2, cpu_streams=1)
+    assert version_config(same, cpu) == base
     assert version_config(TranslateConfig(precision="bf16"), cpu) != base
     assert version_config(TranslateConfig(precision="fp32", compile=True), cpu) != base
     assert version_config(TranslateConfig(precision="fp32", png_strategy="default"), cpu) != base

@@ -137,13 +137,68 @@ def test_compiled_engine_matches_eager_and_is_thread_safe(model):
         torch.testing.assert_close(
             engine(images.contiguous(memory_format=torch.channels_last)), eager, rtol=0, atol=1e-4
         )
+    # Compiled once, calls run side by side without the compile lock: same bytes, still no recompile.
+    expected = engine(images)
     results: list[torch.Tensor] = []
-    threads = [threading.Thread(target=lambda: results.append(engine(images))) for _ in range(3)]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        threads = [
+            threading.Thread(target=lambda: results.extend(engine(images) for _ in range(4)))
+            for _ in range(3)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(results) == 12 and all(torch.equal(r, expected) for r in results)
+
+
+def test_compiled_engine_compiles_each_new_shape_once_under_concurrent_first_calls(model):
+    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True, batch_size=2)
+    sizes = [(16, 32), (24, 40), (16, 32), (24, 40)]
+    batches = [
+        torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(i)) for i, size in enumerate(sizes)
+    ]
+    results: dict[int, torch.Tensor] = {}
+    threads = [threading.Thread(target=lambda i=i: results.update({i: engine(batches[i])})) for i in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(results) == 3 and all(torch.equal(r, results[0]) for r in results)
+    assert sorted(results) == [0, 1, 2, 3]
+    assert engine._compiled_shapes == {(2, 3, 16, 32), (2, 3, 24, 40)}  # stride-padded shapes, one each
+    eager = TranslatorEngine(model, "cpu", precision="fp32")
+    for i, batch in enumerate(batches):
+        torch.testing.assert_close(results[i], eager(batch), rtol=0, atol=1e-4)
+
+
+def test_forward_streams_run_with_their_own_thread_count(model):
+    before = torch.get_num_threads()
+    engine = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
+    try:
+        assert engine.threads_per_stream == max(1, before // 2)
+        assert torch.get_num_threads() == before, "the caller's thread count is put back"
+        seen = {engine.submit(torch.get_num_threads).result() for _ in range(8)}
+        assert seen == {engine.threads_per_stream}
+        names = {engine.submit(lambda: threading.current_thread().name).result() for _ in range(8)}
+        assert all(name.startswith("forward-stream") for name in names) and 1 <= len(names) <= 2
+        fresh: list[int] = []
+        thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
+        thread.start()
+        thread.join()
+        assert fresh == [before], "threads started later keep the process's count"
+        images = torch.rand(3, 3, 24, 40, generator=torch.Generator().manual_seed(6))
+        futures = [engine.submit(engine, images) for _ in range(4)]
+        direct = engine(images)
+        assert all(torch.equal(future.result(), direct) for future in futures)
+        failing = engine.submit(engine, torch.rand(3, 8, 8))
+        with pytest.raises(ValueError, match="B×3×H×W"):
+            failing.result()
+    finally:
+        engine.close()
+    single = TranslatorEngine(model, "cpu", precision="fp32")
+    assert single.streams == 1 and single.submit(torch.get_num_threads).result() == before  # inline
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        TranslatorEngine(model, "cpu", precision="fp32", streams=0)
 
 
 def test_engine_rejects_non_image_batches(model):
