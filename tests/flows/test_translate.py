@@ -249,7 +249,9 @@ def test_config_resolves_engine_and_workers_and_version_covers_numerics_only():
     assert version_config(TranslateConfig(precision="bf16"), cpu) != base
     assert version_config(TranslateConfig(precision="fp32", compile=True), cpu) != base
     assert version_config(TranslateConfig(precision="fp32", png_strategy="default"), cpu) != base
+    assert version_config(TranslateConfig(precision="fp32", png_filter="adaptive"), cpu) != base
     assert TranslateConfig(png_strategy="huffman").encode().png_strategy == "huffman"
+    assert TranslateConfig(png_filter="up").encode().png_filter == "up"
 
 
 def test_compiled_engine_through_the_flow_matches_eager_pixels_and_copies_labels(world: dict[str, Any]):

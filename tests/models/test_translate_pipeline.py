@@ -165,13 +165,21 @@ def test_encoding_is_deterministic_and_png_lossless():
     rgb[:8] = rgb[0, 0]  # a flat band, where the zlib strategies differ
     for config in (EncodeConfig("png"), EncodeConfig("jpg", jpeg_quality=80)):
         assert encode_rgb(rgb, config) == encode_rgb(rgb.copy(), config)
-    encoded = {s: encode_rgb(rgb, EncodeConfig("png", png_strategy=s)) for s in PNG_STRATEGIES}
-    assert encoded["rle"] != encoded["default"]  # the strategy reaches zlib
-    assert encode_rgb(rgb, EncodeConfig("png")) == encoded["rle"]  # the default
-    for data in encoded.values():
-        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    for png_filter in ("paeth", "adaptive"):  # our writer and PIL's
+        encoded = {
+            s: encode_rgb(rgb, EncodeConfig("png", png_strategy=s, png_filter=png_filter))
+            for s in PNG_STRATEGIES
+        }
+        assert encoded["rle"] != encoded["default"]  # the strategy reaches zlib
+        for data in encoded.values():
+            assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+    by_filter = {f: encode_rgb(rgb, EncodeConfig("png", png_filter=f)) for f in ("adaptive", "paeth", "sub")}
+    assert len(set(by_filter.values())) == 3  # the filter reaches the writer
+    assert encode_rgb(rgb, EncodeConfig("png")) == by_filter["paeth"]  # the default: paeth, rle
     with pytest.raises(ValueError, match="png_strategy 'lz4'"):
         EncodeConfig("png", png_strategy="lz4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="png_filter 'median'"):
+        EncodeConfig("png", png_filter="median")  # type: ignore[arg-type]
 
 
 @pytest.mark.gpu
