@@ -28,6 +28,9 @@ def translate(
     compile_model: bool = typer.Option(
         False, "--compile", help="torch.compile the translator: pays off on large runs (minutes of frames)."
     ),
+    cpu_streams: int = typer.Option(
+        2, "--cpu-streams", min=1, help="CPU: forward passes at once, each on cores / streams threads."
+    ),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -62,6 +65,7 @@ def translate(
             device=device,
             precision=precision,  # type: ignore[arg-type]
             compile=compile_model,
+            cpu_streams=cpu_streams,
         ),
     )
     human = (

@@ -54,7 +54,7 @@ def test_cli_translate_json(tmp_path: Path):
     root, ref, model_id = source_and_translator(tmp_path)
     env = {**os.environ, "SIM2REAL_ROOT": root}
     args = ["translate", "sim@latest", "--translator", model_id, "--batch-size", "2", "--format", "jpg"]
-    done = run(*args, "--device", "cpu", "--json", env=env)
+    done = run(*args, "--device", "cpu", "--cpu-streams", "1", "--json", env=env)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert set(result) >= {"name", "version", "samples", "shards", "skipped_shards", "path"}
@@ -82,6 +82,7 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         "device": "cpu",
         "precision": "auto",
         "compile_model": False,
+        "cpu_streams": 2,
         "root": root,
         "as_json": False,
     }
