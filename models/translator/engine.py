@@ -279,9 +279,10 @@ class TranslatorEngine:
 
     Deterministic for a given engine, device and batch. Safe to call from several threads: a compiled
     graph's first call per input shape (the compilation) runs alone; once compiled, calls run side by
-    side like eager ones (running compiled code needs no lock; compiling does). ``streams`` (CPU only)
-    starts that many forward threads for :meth:`submit`, each with ``torch.get_num_threads() // streams``
-    intra-op threads; calling the engine directly runs in the caller's thread.
+    side like eager ones (running compiled code needs no lock; compiling does). ``streams`` (CPU only,
+    at most ``torch.get_num_threads()``) starts that many forward threads for :meth:`submit`, each with
+    ``torch.get_num_threads() // streams`` intra-op threads; calling the engine directly runs in the
+    caller's thread.
     """
 
     def __init__(
@@ -317,8 +318,9 @@ class TranslatorEngine:
         self._forward = torch.compile(graph) if compile else graph
         self._compile_lock = threading.Lock()
         self._compiled_shapes: set[tuple[int, ...]] = set()
-        # Several CPU streams pay off; one GPU runs one stream (its own queue overlaps the host).
-        self.streams = streams if self.device.type == "cpu" else 1
+        # Several CPU streams pay off, at most one per intra-op thread this process may use (a Dask
+        # worker started with one thread gets one stream); a GPU runs one (its own queue overlaps the host).
+        self.streams = min(streams, torch.get_num_threads()) if self.device.type == "cpu" else 1
         self.threads_per_stream = max(1, torch.get_num_threads() // self.streams)
         self._streams = start_streams(self.streams, self.threads_per_stream) if self.streams > 1 else None
 

@@ -171,10 +171,20 @@ def test_compiled_engine_compiles_each_new_shape_once_under_concurrent_first_cal
         torch.testing.assert_close(results[i], eager(batch), rtol=0, atol=1e-4)
 
 
-def test_forward_streams_run_with_their_own_thread_count(model):
+@pytest.fixture
+def two_threads():
+    """Torch at two intra-op threads in this thread (the same test on any machine), restored after."""
+    outer = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(outer)
+
+
+def test_forward_streams_run_with_their_own_thread_count(model, two_threads):
     before = torch.get_num_threads()
     engine = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
     try:
+        assert engine.streams == 2
         assert engine.threads_per_stream == max(1, before // 2)
         assert torch.get_num_threads() == before, "the caller's thread count is put back"
         seen = {engine.submit(torch.get_num_threads).result() for _ in range(8)}
@@ -197,6 +207,8 @@ def test_forward_streams_run_with_their_own_thread_count(model):
         engine.close()
     single = TranslatorEngine(model, "cpu", precision="fp32")
     assert single.streams == 1 and single.submit(torch.get_num_threads).result() == before  # inline
+    torch.set_num_threads(1)  # e.g. a Dask worker: one thread, so one stream
+    assert TranslatorEngine(model, "cpu", precision="fp32", streams=2).streams == 1
     with pytest.raises(ValueError, match="streams must be >= 1"):
         TranslatorEngine(model, "cpu", precision="fp32", streams=0)
 
