@@ -18,9 +18,10 @@ rounding only, bf16 by bf16 rounding (bench/RESULTS.md measures both):
   activation and padding ops around the convs (instance norms rewritten as
   :func:`two_pass_instance_norm`, which it vectorises on CPU). Not with inductor's freezing: its oneDNN
   weight prepacking made the bf16 forward 23 % slower here (and ``torch.compile(options={"freezing":
-  True})`` silently leaves it off; only the global config turns it on). Compiling costs seconds to a minute per input shape, so it pays off on large runs, not on demos. A
-  compiled engine pads every batch to a fixed number of frames (repeating the last frame), so a shard's
-  short last batch reuses the graph instead of compiling another.
+  True})`` silently leaves it off; only the global config turns it on). Compiling costs seconds to a
+  minute per input shape, so it pays off on large runs, not on demos. A compiled engine pads every
+  batch to a fixed number of frames (repeating the last frame), so a shard's short last batch reuses
+  the graph instead of compiling another.
 * **Forward streams** (CPU) — ``streams=N`` runs forward passes on N engine threads at once, each with
   cores ÷ N intra-op threads (:meth:`TranslatorEngine.submit`). Two single-threaded forwards side by
   side beat one forward spread over both cores of a 2-core machine by ~20 % (eager and compiled alike:
