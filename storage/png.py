@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-PngFilter = Literal["none", "sub", "up", "average", "paeth"]
+RowFilter = Literal["none", "sub", "up", "average", "paeth"]
 # PNG filter type bytes (PNG spec, section 9.2).
 PNG_FILTER_TYPES: dict[str, int] = {"none": 0, "sub": 1, "up": 2, "average": 3, "paeth": 4}
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -26,7 +26,7 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind)))
 
 
-def filter_image(rgb: np.ndarray, kind: PngFilter) -> np.ndarray:
+def filter_image(rgb: np.ndarray, kind: RowFilter) -> np.ndarray:
     """H×W×3 uint8 → the filtered scanlines, H×(1 + 3W) uint8, each row led by its filter type byte.
 
     Neighbours outside the image count as 0, as the PNG spec has it; arithmetic wraps modulo 256.
@@ -64,7 +64,7 @@ def filter_image(rgb: np.ndarray, kind: PngFilter) -> np.ndarray:
     return rows
 
 
-def encode_png_rgb(rgb: np.ndarray, kind: PngFilter = "paeth", level: int = 6, strategy: int = 3) -> bytes:
+def encode_png_rgb(rgb: np.ndarray, kind: RowFilter = "paeth", level: int = 6, strategy: int = 3) -> bytes:
     """H×W×3 uint8 → PNG bytes: every row filtered with ``kind``, deflated by zlib at ``level`` with
     ``strategy`` (zlib's constants: 0 default, 1 filtered, 2 Huffman only, 3 RLE, 4 fixed)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3 or 0 in rgb.shape:

@@ -13,7 +13,7 @@ import io
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -21,7 +21,7 @@ from PIL import Image
 from sim2real import __version__
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
-from sim2real.storage.png import PNG_FILTER_TYPES, encode_png_rgb
+from sim2real.storage.png import PNG_FILTER_TYPES, RowFilter, encode_png_rgb
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
 
@@ -34,7 +34,7 @@ class LabelMismatch(ValueError):
 
 PngStrategy = Literal["default", "filtered", "huffman", "rle", "fixed"]
 # ``adaptive``: PIL's per-row filter choice; the others: one filter for every row (``storage.png``).
-PngFilter = Literal["adaptive", "none", "sub", "up", "average", "paeth"]
+PngFilter: TypeAlias = Literal["adaptive"] | RowFilter
 # zlib's deflateInit2 strategy constants (Z_DEFAULT_STRATEGY … Z_FIXED), as Pillow's ``compress_type``.
 PNG_STRATEGIES: dict[str, int] = {"default": 0, "filtered": 1, "huffman": 2, "rle": 3, "fixed": 4}
 
