@@ -4,15 +4,23 @@
 ``flow.with_options(task_runner=...)``. ``prefect_dask`` and ``prefect_ray`` are imported only when
 asked for, so neither is needed for the default.
 
-GPU tasks carry the tag ``gpu``. Prefect limits how many task runs with a tag run at once through a
-tag concurrency limit on the API server. Create it once per server, with as many slots as GPUs a
-single task may be scheduled onto (one GPU: one slot)::
+GPU tasks that leave the flow's process (Dask workers, Ray actors) carry the tag ``gpu``. Prefect
+limits how many task runs with a tag run at once through a tag concurrency limit on the API server.
+Create it once per server, with as many slots as GPUs a single task may be scheduled onto (one GPU:
+one slot)::
 
     prefect concurrency-limit create gpu 1
 
-or from Python with :func:`ensure_tag_limit` (the translate flow calls it for CUDA runs and leaves a
-limit that already exists untouched). Tasks tagged ``gpu`` then wait for a free slot, wherever they
-run (threads, Dask workers or Ray actors).
+or from Python with :func:`ensure_tag_limit` (the translate flow calls it for such runs and leaves a
+limit that already exists untouched). Tasks tagged ``gpu`` then wait for a free slot wherever they run.
+
+Under the thread runner the shard tasks are threads of the flow's process and share its one cached
+engine, so the process itself bounds the GPU's work (``max_workers`` tasks; which flows share a GPU
+host is the work pool's concurrency, ``deploy/pools``). There the tag is left off
+(:func:`tasks_leave_process`): each tagged task start cost ~2 s of slot acquisition on the embedded
+server, and a task that finds the slot taken is told to retry after up to
+``PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS`` (Prefect's default 10 s; 1 s for sim2real's
+embedded server, ``flows/runtime.py``); ``bench/gpu_slots.py`` measures both.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 from typing import Literal
 
 from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -95,3 +104,10 @@ def ensure_tag_limit(tag: str, slots: int) -> int:
         except ObjectNotFound:
             client.create_concurrency_limit(tag=tag, concurrency_limit=slots)
             return slots
+
+
+def tasks_leave_process() -> bool:
+    """Whether the running flow's task runner executes tasks outside this process (Dask, Ray), as
+    opposed to Prefect's thread pool. Outside a flow run: False."""
+    context = FlowRunContext.get()
+    return context is not None and not isinstance(context.task_runner, ThreadPoolTaskRunner)

@@ -41,6 +41,9 @@ def quiet_prefect() -> None:
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     # The embedded server's telemetry heartbeat races its own SQLite migrations ("database is locked").
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A GPU task that finds the 'gpu' tag limit's slots taken retries after at most this many seconds
+    # (Prefect's default 10: a GPU idle for most of a shard); read by the embedded server.
+    os.environ.setdefault("PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS", "1")
     # On a busy machine the embedded server can take longer than the default to come up.
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     for name in _SHUTDOWN_LOGGERS:

@@ -21,7 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.flows.events import emit_version_created
 from sim2real.flows.reporting import Progress, artifact_key, completed, table
-from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
+from sim2real.flows.runners import (
+    GPU_TAG,
+    RunnerConfig,
+    build_task_runner,
+    ensure_tag_limit,
+    tasks_leave_process,
+)
 from sim2real.models.translator.engine import Precision, resolve_precision
 from sim2real.models.translator_infer import InferenceConfig, resolve_device
 from sim2real.storage.translate_io import EncodeConfig, PngFilter, PngStrategy, TranslatePlan
@@ -79,7 +85,11 @@ class TranslateConfig(BaseModel):
         description="CPU: forward passes at once, each on cores / streams threads (two single-threaded "
         "forwards beat one two-threaded forward by ~20 % on 2 cores; bench/translate.py)",
     )
-    gpu_slots: int = Field(default=1, ge=1, description="slots of the 'gpu' tag limit, created if absent")
+    gpu_slots: int = Field(
+        default=1,
+        ge=1,
+        description="Dask/Ray runners: slots of the 'gpu' tag limit, created if absent (one per GPU)",
+    )
 
     def encode(self) -> EncodeConfig:
         return EncodeConfig(
@@ -136,7 +146,7 @@ def translate_flow(
         version = store.open(f"{plan.name}@{plan.version}")
         return summary(version, skipped_shards=len(version.info["shards"]), created=False)
     shard_task = translate_tasks.translate_shard
-    if device.type == "cuda":
+    if device.type == "cuda" and tasks_leave_process():  # threads share this process's GPU engine
         ensure_tag_limit(GPU_TAG, config.gpu_slots)
         shard_task = shard_task.with_options(tags=[GPU_TAG])
     encode, inference, engine = config.encode(), config.inference(device), config.engine(device)

@@ -157,9 +157,26 @@ def decode_pool(workers: int, start_method: str) -> ProcessPoolExecutor:
         pool = _POOLS.get(key)
         if pool is None:
             context = multiprocessing.get_context(start_method)
+            if start_method == "forkserver":
+                # The fork server imports the main module and this one once; each worker forks from it
+                # instead of importing torch, webdataset and the caller's main script itself.
+                context.set_forkserver_preload(["__main__", __name__])
             pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init)
+            # The executor starts forkserver and spawn workers one per submitted job, so a first shard
+            # of few batches would leave the rest to start while a later shard waits on them: start
+            # them all now, one job each.
+            try:
+                for future in [pool.submit(_worker_ready) for _ in range(workers)]:
+                    future.result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise RuntimeError(f"{workers} {start_method} decode workers failed to start: {exc}") from exc
             _POOLS[key] = pool
         return pool
+
+
+def _worker_ready() -> int:
+    return multiprocessing.current_process().pid or 0
 
 
 def _forget_pool(pool: ProcessPoolExecutor) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect_dask import DaskTaskRunner
 from pydantic import ValidationError
 
-from sim2real.flows.runners import RunnerConfig, build_task_runner, ensure_tag_limit
+from sim2real.flows.runners import RunnerConfig, build_task_runner, ensure_tag_limit, tasks_leave_process
 
 
 def test_runner_kinds_from_config():
@@ -38,3 +39,16 @@ def test_ray_runner_by_address():
     prefect_ray = pytest.importorskip("prefect_ray")
     runner = build_task_runner(RunnerConfig(kind="ray", address="ray://head:10001"))
     assert isinstance(runner, prefect_ray.RayTaskRunner) and runner.address == "ray://head:10001"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_only_runners_outside_the_process_count_as_leaving_it():
+    # The translate flow tags GPU shard tasks (and waits on the tag limit) only when they leave it.
+    @flow
+    def probe() -> bool:
+        return tasks_leave_process()
+
+    assert tasks_leave_process() is False  # no flow run
+    assert probe.with_options(task_runner=build_task_runner(RunnerConfig()))() is False
+    local_dask = RunnerConfig(kind="dask", dask_workers=1, dask_processes=False)
+    assert probe.with_options(task_runner=build_task_runner(local_dask))() is True

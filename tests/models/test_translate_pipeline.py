@@ -196,6 +196,15 @@ def test_cuda_pipeline_matches_cpu_closely(model, engine, shard):
             assert diff.mean() < 4  # bf16 autocast on the GPU
 
 
+def test_decode_pool_starts_every_worker_up_front():
+    # The executor alone would start forkserver workers one per submitted job: a 2-frame warm-up shard
+    # would start one, and the next shard would wait while the others start.
+    pool = decode_pool(2, "forkserver")
+    pids = {process.pid for process in pool._processes.values()}
+    assert len(pids) == 2 and all(process.is_alive() for process in pool._processes.values())
+    assert {pool.submit(os.getpid).result() for _ in range(8)} <= pids
+
+
 def test_decode_pool_is_kept_and_a_dead_worker_gives_a_clear_retryable_error(shard):
     _, url, _ = shard
     config = InferenceConfig(batch_size=3, decode_workers=1)
