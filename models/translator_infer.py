@@ -72,21 +72,43 @@ class DecodedBatch:
     errors: list[str] | None = None
 
 
-def decode_frame(raw: dict[str, Any]) -> tuple[np.ndarray, dict[str, bytes], str]:
-    """A raw webdataset sample → (3×H×W uint8 image, other members as bytes, sha256 of the image bytes).
+def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
+    """Encoded image bytes → (3×H×W uint8 image, sha256 of the bytes).
 
-    Raises :class:`~sim2real.storage.schema.SchemaError` naming the shard, key and reason.
+    Raises :class:`~sim2real.storage.schema.SchemaError` naming ``where`` (shard and key) and the reason.
     """
-    members = {k: v for k, v in raw.items() if not k.startswith("__")}
-    where = f"{raw.get('__url__')}: key {raw.get('__key__')!r}"
     try:
-        rgb_name = schema.rgb_member(members)
-        data = members.pop(rgb_name)
         with Image.open(io.BytesIO(data)) as image:
             array = np.array(image.convert("RGB"))
     except Exception as exc:  # PIL raises many types for corrupt images
         raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
-    return array.transpose(2, 0, 1), members, schema.sha256_hex(data)
+    return array.transpose(2, 0, 1), schema.sha256_hex(data)
+
+
+def _image_member(raw: dict[str, Any]) -> tuple[str, str, bytes] | str:
+    """(where, member name, bytes) of a raw sample's image, or why it has none."""
+    where = f"{raw.get('__url__')}: key {raw.get('__key__')!r}"
+    try:
+        name = schema.rgb_member([k for k in raw if not k.startswith("__")])
+    except schema.SchemaError as exc:
+        return f"{where}: cannot decode image: {exc}"
+    return where, name, raw[name]
+
+
+def decode_images(images: list[tuple[str, str, bytes] | str]) -> list[tuple[np.ndarray, str] | str]:
+    """Decode each ``(where, member, bytes)`` to ``(image, sha256)``, or to the reason it failed (an
+    entry that is already a reason passes through). What a decode worker runs: only image bytes travel
+    to it, the label members stay with the caller."""
+    out: list[tuple[np.ndarray, str] | str] = []
+    for item in images:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        try:
+            out.append(decode_image(item[0], item[2]))
+        except schema.SchemaError as exc:
+            out.append(str(exc))
+    return out
 
 
 def planned_batches(url: str, batch_size: int) -> Iterator[list[tuple[int, dict[str, Any]]]]:
@@ -120,16 +142,24 @@ def image_size(raw: dict[str, Any]) -> tuple[int, int] | None:
 
 
 def decode_group(group: list[tuple[int, dict[str, Any]]]) -> list[DecodedBatch]:
-    """Decode one planned batch: the frames that decode as one batch, each failure as its own."""
+    """Decode one planned batch here: the frames that decode as one batch, each failure as its own."""
+    return assemble_group(group, decode_images([_image_member(raw) for _, raw in group]))
+
+
+def assemble_group(
+    group: list[tuple[int, dict[str, Any]]], decoded: list[tuple[np.ndarray, str] | str]
+) -> list[DecodedBatch]:
+    """A planned batch and its :func:`decode_images` results → the decoded batch and one batch per
+    failure; label members are taken from the raw samples as they are (bytes, never decoded)."""
     batches, frames = [], []
-    for position, raw in group:
-        try:
-            image, other, sha = decode_frame(raw)
-        except schema.SchemaError as exc:
-            other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
-            batches.append(DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[str(exc)]))
-            continue
-        frames.append((position, raw["__key__"], image, other, sha))
+    for (position, raw), result in zip(group, decoded, strict=True):
+        image = _image_member(raw)
+        skip = {image[1]} if not isinstance(image, str) else set(schema.RGB_MEMBERS)
+        other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in skip}
+        if isinstance(result, str):
+            batches.append(DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[result]))
+        else:
+            frames.append((position, raw["__key__"], result[0], other, result[1]))
     if frames:
         positions, keys, images, members, shas = zip(*frames, strict=True)
         batches.append(DecodedBatch(list(positions), list(keys), list(members), list(shas), np.stack(images)))
@@ -202,19 +232,23 @@ def shard_batches(url: str, config: InferenceConfig) -> Iterator[DecodedBatch]:
             yield from decode_group(group)
         return
     pool = decode_pool(workers, config.start_method)
-    window: deque[Future[list[DecodedBatch]]] = deque()
+    # Only the image bytes go to a worker and only pixels come back; the labels stay here.
+    window: deque[tuple[list[tuple[int, dict[str, Any]]], Future[list[tuple[np.ndarray, str] | str]]]]
+    window = deque()
     try:
         for group in planned_batches(url, config.batch_size):
-            window.append(pool.submit(decode_group, group))
+            window.append((group, pool.submit(decode_images, [_image_member(raw) for _, raw in group])))
             if len(window) >= workers * config.prefetch_batches:
-                yield from window.popleft().result()
+                done, future = window.popleft()
+                yield from assemble_group(done, future.result())
         while window:
-            yield from window.popleft().result()
+            done, future = window.popleft()
+            yield from assemble_group(done, future.result())
     except BrokenProcessPool as exc:
         _forget_pool(pool)  # a retry starts a fresh pool
         raise RuntimeError(f"{url}: a decode worker process died ({exc}); the shard can be retried") from exc
     finally:
-        for future in window:
+        for _, future in window:
             future.cancel()
 
 
