@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.storage import schema
@@ -80,6 +80,9 @@ def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             array = np.array(image.convert("RGB"))
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object's address
+        reason = f"no known image format ({len(data)} bytes)"
+        raise schema.SchemaError(f"{where}: cannot decode image: {reason}") from exc
     except Exception as exc:  # PIL raises many types for corrupt images
         raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
     return array.transpose(2, 0, 1), schema.sha256_hex(data)
