@@ -28,6 +28,7 @@ from sim2real.flows.runners import (
     ensure_tag_limit,
     tasks_leave_process,
 )
+from sim2real.flows.runtime import embedded_run_settings
 from sim2real.models.translator.engine import Precision, resolve_precision
 from sim2real.models.translator_infer import InferenceConfig, resolve_device
 from sim2real.storage.translate_io import EncodeConfig, PngFilter, PngStrategy, TranslatePlan
@@ -241,4 +242,5 @@ def summary(version: Version, skipped_shards: int, created: bool) -> dict[str, A
 def run_translate(runner: RunnerConfig | None = None, **params: Any) -> dict[str, Any]:
     """Run :func:`translate_flow` with the task runner ``runner`` describes (thread pool by default)."""
     runner = runner or RunnerConfig()
-    return translate_flow.with_options(task_runner=build_task_runner(runner))(**params)
+    with embedded_run_settings():
+        return translate_flow.with_options(task_runner=build_task_runner(runner))(**params)

@@ -15,9 +15,15 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 @pytest.fixture(scope="session")
 def prefect_harness():
     """A real (temporary, in-process) Prefect API for flow tests."""
+    from prefect.settings import temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    # No flow-run heartbeats, as for the CLI's embedded server (flows/runtime.py): each flow run would
+    # otherwise wait ~0.7 s on exit for its heartbeat thread's 1-s sleep.
+    with (
+        prefect_test_harness(server_startup_timeout=120),
+        temporary_settings(updates={"flows.heartbeat_frequency": None}),
+    ):
         yield
 
 
