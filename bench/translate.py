@@ -20,7 +20,11 @@ would flatter (a) against a main-thread baseline.
 
     .venv/bin/python bench/translate.py                      # CPU, demo translator, 1536 frames 128x256
     .venv/bin/python bench/translate.py --compile
-    .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 512 --compile
+    .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 1024 \
+        --shard-samples 256 --decode-workers 4 --encode-threads 8 --batch-size 32 --rounds 2 --compile
+
+On a GPU, shards of 64 frames at batch 32 are two batches each (the pipeline fills and drains per
+shard): use larger shards, as ingest writes (up to 1000 frames).
 """
 
 from __future__ import annotations
