@@ -8,6 +8,7 @@ through Prefect. A worker builds each translator's engine once and keeps it for 
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +38,22 @@ class EngineConfig:
     streams: int = 1
 
 
-@functools.lru_cache(maxsize=2)
+_ENGINE_LOCK = threading.Lock()
+
+
 def cached_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
     """The engine of registry translator ``translator_id``, built once per process and setting (its
-    forward streams serve every shard task of the process)."""
+    forward streams serve every shard task of the process).
+
+    Built under a lock: the first shard tasks of a run start together, and without it each would load
+    the model (and, compiled, compile it) for an engine of its own.
+    """
+    with _ENGINE_LOCK:
+        return _build_engine(root, translator_id, engine)
+
+
+@functools.lru_cache(maxsize=2)
+def _build_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
     model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
     return TranslatorEngine(
         model,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -272,3 +274,22 @@ def test_compiled_engine_through_the_flow_matches_eager_pixels_and_copies_labels
         a = np.asarray(Image.open(io.BytesIO(sample["rgb.png"]))).astype(int)
         b = np.asarray(Image.open(io.BytesIO(eager[key]["rgb.png"]))).astype(int)
         assert np.abs(a - b).mean() < 1.0, key  # same network and precision, other kernels
+
+
+def test_shard_tasks_starting_together_build_one_engine(monkeypatch):
+    # The first shard tasks of a run start at once; each building its own engine would load (and,
+    # compiled, compile) the translator once per task.
+    loads = []
+
+    def slow_load(registry, translator_id, device):
+        loads.append(translator_id)
+        time.sleep(0.2)  # widens the window in which a second task would miss the cache
+        return build_translator(tiny_translator_config()), {}
+
+    monkeypatch.setattr(translate_tasks, "load_translator", slow_load)
+    config = translate_tasks.EngineConfig("cpu", "fp32", batch_size=3, streams=1)
+    key = f"race-{time.monotonic_ns()}"  # not in the process's cache yet
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        engines = list(pool.map(lambda _: translate_tasks.cached_engine("/nowhere", key, config), range(3)))
+    assert loads == [key]
+    assert engines[0] is engines[1] is engines[2]
