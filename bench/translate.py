@@ -33,6 +33,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -203,15 +204,26 @@ def setup(args: argparse.Namespace, root: str) -> tuple[Version, Version, str, T
     return source, warm, translator, config
 
 
+def progress(message: str) -> None:
+    """One line on stderr as each phase ends, so a run cut off by a time limit still tells how far it
+    got and how long each phase took (a GPU lease is short)."""
+    print(f"[bench/translate +{time.perf_counter() - STARTED:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+STARTED = time.perf_counter()
+
+
 def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     """Set up data and model, time the three modes ``args.rounds`` times, return the best of each."""
     source, warm, translator, config = setup(args, root)
+    progress(f"{args.frames} source frames rendered and ingested")
     device = torch.device(config.device)
     model, _ = load_translator(TranslatorRegistry(root), translator, device)
     runner = RunnerConfig(kind="thread", max_workers=args.max_workers)
     # Starts the embedded server and, with --compile, compiles the engine (warm's 2 frames are padded to
     # the batch size): reported as "warm-up", not in (a).
     warmup_seconds, _ = flow_run(warm, translator, "warm-translated", config, runner, root)
+    progress(f"warm-up flow {warmup_seconds:.1f} s")
     images = decoded(source, device)
     engine_config = config.engine(device)
     engine = TranslatorEngine(
@@ -230,12 +242,15 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         ).result()
         for round_index in range(args.rounds):
             times["c"].append(thread.submit(forward_only, images, engine, args.batch_size).result())
+            progress(f"round {round_index + 1}: (c) {args.frames / times['c'][-1]:.1f} frames/s")
             out_dir = Path(root) / f"b{round_index}"
             times["b"].append(
                 thread.submit(per_image_loop, source, model, device, config.encode(), out_dir).result()
             )
+            progress(f"round {round_index + 1}: (b) {args.frames / times['b'][-1]:.1f} frames/s")
             seconds, translated = flow_run(source, translator, f"bench-a{round_index}", config, runner, root)
             times["a"].append(seconds)
+            progress(f"round {round_index + 1}: (a) {args.frames / seconds:.1f} frames/s")
     store = DatasetStore(root)
     drift = pixel_drift(store.open(translated), Path(root) / "b0") if args.format == "png" else {}
     fps = {mode: args.frames / min(seconds) for mode, seconds in times.items()}
