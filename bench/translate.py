@@ -160,7 +160,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--shard-samples", type=int, default=64, help="frames per source shard")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-workers", type=int, default=None, help="default: the flow's (0 on CPU)")
-    parser.add_argument("--encode-threads", type=int, default=2)
+    parser.add_argument("--encode-threads", type=int, default=None, help="default: the flow's")
     parser.add_argument(
         "--max-workers", type=int, default=RunnerConfig().max_workers, help="shard tasks at once (the flow's)"
     )

@@ -70,7 +70,14 @@ class TranslateConfig(BaseModel):
         "of a CPU forward pass; no pool to start), min(4, cores / 2) on CUDA",
     )
     prefetch_batches: int = Field(default=2, ge=1, description="batches each decode worker prepares ahead")
-    encode_threads: int = Field(default=2, ge=1, description="threads encoding translated images")
+    encode_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="threads encoding translated images, per shard task; default: 2 on CPU (the forward "
+        "passes need the cores), max(2, cores / 4) on CUDA (two shard tasks at once encode on half the "
+        "cores; a 256x512 PNG takes ~3.7 ms of one core, bench/encode.py, so two threads a task would "
+        "cap the flow near 1000 frames/s)",
+    )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field(
         default="auto",
@@ -102,6 +109,12 @@ class TranslateConfig(BaseModel):
         if workers is None:
             workers = min(4, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
         return InferenceConfig(self.batch_size, workers, self.prefetch_batches)
+
+    def encoders(self, device: torch.device) -> int:
+        """Encode threads per shard task on ``device``."""
+        if self.encode_threads is not None:
+            return self.encode_threads
+        return max(2, (os.cpu_count() or 2) // 4) if device.type == "cuda" else 2
 
     def engine(self, device: torch.device) -> translate_tasks.EngineConfig:
         precision = resolve_precision(self.precision, device)
@@ -153,7 +166,7 @@ def translate_flow(
     encode, inference, engine = config.encode(), config.inference(device), config.engine(device)
     # Submitted parameters stay unquoted: Dask rebuilds tuples, a quote() arrives there as a bare tuple.
     futures = [
-        shard_task.submit(root, plan, i, encode, inference, engine, config.encode_threads)
+        shard_task.submit(root, plan, i, encode, inference, engine, config.encoders(device))
         for i in range(len(plan.shard_urls))
     ]
     parts = wait_for_shards(futures, plan)

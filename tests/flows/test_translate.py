@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -237,7 +238,7 @@ def test_corrupt_frame_is_quarantined_and_the_rest_translates(world: dict[str, A
     assert bad_key not in keys and len(keys) == FRAMES - 1
 
 
-def test_config_resolves_engine_and_workers_and_version_covers_numerics_only():
+def test_config_resolves_engine_and_workers_and_version_covers_numerics_only(monkeypatch):
     cpu = torch.device("cpu")
     config = TranslateConfig(batch_size=16, precision="fp32", compile=True)
     assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16, streams=2)
@@ -245,6 +246,10 @@ def test_config_resolves_engine_and_workers_and_version_covers_numerics_only():
     assert config.inference(cpu).decode_workers == 0  # CPU default: decode in the task
     assert TranslateConfig(decode_workers=3).inference(cpu).decode_workers == 3
     assert TranslateConfig(decode_workers=None).inference(torch.device("cuda")).decode_workers >= 1
+    assert TranslateConfig().encoders(cpu) == 2 and TranslateConfig(encode_threads=3).encoders(cpu) == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)  # a GPU host: two tasks, each a quarter of the cores
+    assert TranslateConfig().encoders(torch.device("cuda")) == 4
+    assert TranslateConfig(encode_threads=1).encoders(torch.device("cuda")) == 1
     base = version_config(TranslateConfig(precision="fp32"), cpu)
     same = TranslateConfig(precision="fp32", batch_size=2, decode_workers=2, cpu_streams=1)
     assert version_config(same, cpu) == base
