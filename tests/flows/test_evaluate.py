@@ -36,8 +36,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         write_export(base / name, ToySimConfig(style=style, height=32, width=64, seed=seed), frames)
         result = ingest_flow(source_dir=str(base / name), name=f"toy-{name}", root=root)
         refs[name] = f"toy-{name}@{result['version']}"
-    first = retrain_and_evaluate(real="toy-real@latest", extras=[refs["sim"]], val=refs["val"],
-                                 profile="tiny", root=root)
+    first = retrain_and_evaluate(
+        real="toy-real@latest", extras=[refs["sim"]], val=refs["val"], profile="tiny", root=root
+    )
     return {"root": root, "refs": refs, "first": first}
 
 
@@ -69,7 +70,8 @@ def test_tables_are_seed_shaped_and_artifacts_published(world: dict[str, Any]) -
     assert seg[0]["road"] is not None and seg[0]["train"] is None  # toy scenes have roads, no trains
     with get_client(sync_client=True) as client:
         artifacts = {
-            a.key: a for a in client.read_artifacts(
+            a.key: a
+            for a in client.read_artifacts(
                 artifact_filter=ArtifactFilter(  # this run only: other tests publish the same keys
                     key=ArtifactFilterKey(like_="evaluate-"),
                     flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(world["first"]["run_id"])]),
@@ -93,8 +95,13 @@ def test_checkpoints_are_stored_and_rerun_does_not_retrain(world: dict[str, Any]
         raise AssertionError("a cached arm was retrained")
 
     monkeypatch.setattr(perception_train, "fit", no_training)
-    again = retrain_and_evaluate(real=world["refs"]["real"], extras=[world["refs"]["sim"]],
-                                 val=world["refs"]["val"], profile="tiny", root=world["root"])
+    again = retrain_and_evaluate(
+        real=world["refs"]["real"],
+        extras=[world["refs"]["sim"]],
+        val=world["refs"]["val"],
+        profile="tiny",
+        root=world["root"],
+    )
     assert [arm["arm_id"] for arm in again["arms"]] == ids
     assert all(arm["cached"] for arm in again["arms"])
     assert again["tables"] == world["first"]["tables"]
@@ -109,8 +116,13 @@ def test_a_changed_config_is_a_new_arm(world: dict[str, Any], tmp_path: Path) ->
     profile.pop("name")
     path = tmp_path / "evaluate_seed1.yaml"
     path.write_text(json.dumps(profile))  # JSON is YAML
-    result = retrain_and_evaluate(real=world["refs"]["real"], val=world["refs"]["val"],
-                                  tasks=["segmentation"], profile=str(path), root=world["root"])
+    result = retrain_and_evaluate(
+        real=world["refs"]["real"],
+        val=world["refs"]["val"],
+        tasks=["segmentation"],
+        profile=str(path),
+        root=world["root"],
+    )
     (arm,) = result["arms"]
     assert not arm["cached"] and arm["arm_id"] not in {a["arm_id"] for a in world["first"]["arms"]}
     assert result["profile"] == "seed1" and result["rows_added"] == ROWS_PER_ARM["segmentation"]
@@ -119,11 +131,18 @@ def test_a_changed_config_is_a_new_arm(world: dict[str, Any], tmp_path: Path) ->
 def test_metrics_cli_prints_the_stored_tables(world: dict[str, Any]) -> None:
     cli = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
     env = {**os.environ, "SIM2REAL_ROOT": world["root"]}
-    done = subprocess.run([*cli, "metrics", "--version", "toy-sim@latest", "--json"],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [*cli, "metrics", "--version", "toy-sim@latest", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    said = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"  # a failure shows both
+    assert done.returncode == 0, said
     printed = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [r["Arm"] for r in printed["tables"]["detection"]] == ["real+toy-sim"]  # only rows using sim
-    assert "Segmentation: IoU (%)" in done.stderr and "mIoU" in done.stderr
+    assert [r["Arm"] for r in printed["tables"]["detection"]] == ["real+toy-sim"], said  # rows using sim
+    assert "Segmentation: IoU (%)" in done.stderr and "mIoU" in done.stderr, said
     everything = subprocess.run([*cli, "metrics"], capture_output=True, text=True, env=env, timeout=300)
-    assert everything.returncode == 0 and "real-only" in everything.stdout
+    said = f"stdout:\n{everything.stdout}\nstderr:\n{everything.stderr}"
+    assert everything.returncode == 0 and "real-only" in everything.stdout, said
