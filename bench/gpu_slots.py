@@ -47,6 +47,7 @@ def child(slots: int | None, shards: int, shard_seconds: float) -> float:
     from prefect import flow, task
 
     from sim2real.flows.runners import GPU_TAG, RunnerConfig, build_task_runner, ensure_tag_limit
+    from sim2real.flows.runtime import embedded_run_settings
 
     @task(name="shard")
     def shard(index: int) -> int:
@@ -61,10 +62,11 @@ def child(slots: int | None, shards: int, shard_seconds: float) -> float:
             task_ = shard.with_options(tags=[GPU_TAG])
         return [f.result() for f in [task_.submit(i) for i in range(shards)]]
 
-    shards_flow()  # the server's start and first run, not timed
-    started = time.perf_counter()
-    assert shards_flow() == list(range(shards))
-    return time.perf_counter() - started
+    with embedded_run_settings():  # as the CLI runs flows (no heartbeat thread to join at the end)
+        shards_flow()  # the server's start and first run, not timed
+        started = time.perf_counter()
+        assert shards_flow() == list(range(shards))
+        return time.perf_counter() - started
 
 
 def main() -> None:
@@ -83,14 +85,18 @@ def main() -> None:
     results = {}
     for name, (slots, wait) in SETTINGS.items():
         # A fresh Prefect home each: the embedded server's database keeps a limit created before.
-        home = tempfile.mkdtemp(prefix="bench-gpu-slots-")
-        env = dict(
-            os.environ, PREFECT_HOME=home, PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=str(wait)
-        )
-        command = [sys.executable, __file__, "--child", "none" if slots is None else str(slots)]
-        command += ["--shards", str(args.shards), "--shard-seconds", str(args.shard_seconds)]
-        out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
-        results[name] = float(out.strip().splitlines()[-1])
+        with tempfile.TemporaryDirectory(prefix="bench-gpu-slots-") as home:
+            env = dict(
+                os.environ,
+                PREFECT_HOME=home,
+                PREFECT_SERVER_TASKS_TAG_CONCURRENCY_SLOT_WAIT_SECONDS=str(wait),
+            )
+            command = [sys.executable, __file__, "--child", "none" if slots is None else str(slots)]
+            command += ["--shards", str(args.shards), "--shard-seconds", str(args.shard_seconds)]
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"bench/gpu_slots.py: the {name!r} run failed:\n{done.stderr}")
+        results[name] = float(done.stdout.strip().splitlines()[-1])
     base = results["untagged"]
     print(f"{args.shards} stand-in shard tasks of {args.shard_seconds} s, thread runner (2 at once)")
     for name, seconds in results.items():
