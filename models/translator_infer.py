@@ -88,27 +88,27 @@ def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
     return array.transpose(2, 0, 1), schema.sha256_hex(data)
 
 
-def _image_member(raw: dict[str, Any]) -> tuple[str, str, bytes] | str:
-    """(where, member name, bytes) of a raw sample's image, or why it has none."""
+def _image_member(raw: dict[str, Any]) -> tuple[str, bytes] | str:
+    """(where, bytes) of a raw sample's image, or why it has none."""
     where = f"{raw.get('__url__')}: key {raw.get('__key__')!r}"
     try:
         name = schema.rgb_member([k for k in raw if not k.startswith("__")])
     except schema.SchemaError as exc:
         return f"{where}: cannot decode image: {exc}"
-    return where, name, raw[name]
+    return where, raw[name]
 
 
-def decode_images(images: list[tuple[str, str, bytes] | str]) -> list[tuple[np.ndarray, str] | str]:
-    """Decode each ``(where, member, bytes)`` to ``(image, sha256)``, or to the reason it failed (an
-    entry that is already a reason passes through). What a decode worker runs: only image bytes travel
-    to it, the label members stay with the caller."""
+def decode_images(images: list[tuple[str, bytes] | str]) -> list[tuple[np.ndarray, str] | str]:
+    """Decode each ``(where, bytes)`` to ``(image, sha256)``, or to the reason it failed (an entry that
+    is already a reason passes through). What a decode worker runs: only image bytes travel to it, the
+    label members stay with the caller."""
     out: list[tuple[np.ndarray, str] | str] = []
     for item in images:
         if isinstance(item, str):
             out.append(item)
             continue
         try:
-            out.append(decode_image(item[0], item[2]))
+            out.append(decode_image(*item))
         except schema.SchemaError as exc:
             out.append(str(exc))
     return out
@@ -156,9 +156,8 @@ def assemble_group(
     failure; label members are taken from the raw samples as they are (bytes, never decoded)."""
     batches, frames = [], []
     for (position, raw), result in zip(group, decoded, strict=True):
-        image = _image_member(raw)
-        skip = {image[1]} if not isinstance(image, str) else set(schema.RGB_MEMBERS)
-        other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in skip}
+        # A sample has exactly one image member (or failed above): every other member is a label.
+        other = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
         if isinstance(result, str):
             batches.append(DecodedBatch([position], [raw["__key__"]], [other], [None], errors=[result]))
         else:
