@@ -35,7 +35,8 @@ from sim2real.storage.translate_io import EncodeConfig, PngFilter, PngStrategy, 
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
-ENGINE_VERSION = "folded-upsampling/2"  # /2: compiled engines use two-pass instance norms
+# /2: compiled engines use two-pass instance norms; /3: CPU bf16 graphs hold bf16 weights, no autocast
+ENGINE_VERSION = "folded-upsampling/3"
 
 
 class ShardsFailed(RuntimeError):

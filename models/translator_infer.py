@@ -260,22 +260,15 @@ class _InFlight:
     pixels: Callable[[], torch.Tensor]  # waits for the batch: B×H×W×3 uint8 on the host
 
 
-@torch.inference_mode()
-def _to_pixels(engine: TranslatorEngine, images: torch.Tensor) -> torch.Tensor:
-    """uint8 B×3×H×W on the engine's device → translated uint8 B×H×W×3 (on the device)."""
-    out = engine(images.float().div_(255))
-    return out.mul_(255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-
-
 def _launch(engine: TranslatorEngine, batch: DecodedBatch) -> _InFlight:
     """Start translating ``batch``: on a CPU forward stream of the engine, or queued on the GPU."""
     assert batch.images is not None
     images = torch.from_numpy(batch.images)
     if engine.device.type != "cuda":
-        return _InFlight(batch, engine.submit(_to_pixels, engine, images).result)
+        return _InFlight(batch, engine.submit(engine.pixels, images).result)
     with torch.inference_mode():
         images = images.pin_memory().to(engine.device, non_blocking=True)  # pinned: an async copy
-        pixels = _to_pixels(engine, images)
+        pixels = engine.pixels(images)
         host = torch.empty(pixels.shape, dtype=torch.uint8, pin_memory=True)
         host.copy_(pixels, non_blocking=True)
         event = torch.cuda.Event()

@@ -11,13 +11,16 @@ from torch import nn
 
 from sim2real.models.translator.engine import (
     InferenceGraph,
+    SamplewiseInstanceNorm,
     TranslatorEngine,
     TwoPassInstanceNorm,
     UpsampledConv,
     can_fold,
     native_bf16,
     resolve_precision,
+    samplewise_instance_norm,
     two_pass_instance_norm,
+    use_samplewise_instance_norms,
     use_two_pass_instance_norms,
 )
 from sim2real.models.translator.inference import translate_batch
@@ -111,7 +114,7 @@ def test_two_pass_instance_norm_equals_the_native_one(channels_last: bool):
 
 
 def test_two_pass_norms_switch_every_instance_norm_and_keep_the_output(model):
-    native, switched = InferenceGraph(model), InferenceGraph(model, two_pass_norms=True)
+    native, switched = InferenceGraph(model), InferenceGraph(model, norms="two_pass")
     instance_norms = sum(isinstance(m, nn.InstanceNorm2d) for m in native.modules())
     adain_blocks = sum(isinstance(m, AdaINResBlock) for m in native.modules())
     assert instance_norms > 0 and adain_blocks > 0
@@ -122,6 +125,75 @@ def test_two_pass_norms_switch_every_instance_norm_and_keep_the_output(model):
     x = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(5)) * 2 - 1
     with torch.inference_mode():
         torch.testing.assert_close(switched(x), native(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_samplewise_instance_norm_equals_the_native_one_and_adain(channels_last: bool, batch: int):
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(batch, 16, 9, 14, generator=gen).mul(3).add(1)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    normed = samplewise_instance_norm(x)
+    torch.testing.assert_close(normed, F.instance_norm(x), rtol=0, atol=1e-5)
+    assert normed.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(
+        samplewise_instance_norm(x, eps=1e-3), F.instance_norm(x, eps=1e-3), rtol=0, atol=1e-5
+    )
+    # AdaIN: a different scale and shift per sample and channel.
+    weight, bias = torch.randn(batch, 16, generator=gen), torch.randn(batch, 16, generator=gen)
+    adain = F.instance_norm(x) * weight[:, :, None, None] + bias[:, :, None, None]
+    torch.testing.assert_close(samplewise_instance_norm(x, weight, bias), adain, rtol=0, atol=1e-5)
+    # bf16 in, bf16 out, statistics in fp32: one rounding of the exact result.
+    low = x.to(torch.bfloat16)
+    out = samplewise_instance_norm(low, weight, bias)
+    exact = F.instance_norm(low.float()) * weight[:, :, None, None] + bias[:, :, None, None]
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), exact, rtol=2**-8, atol=1e-5)
+
+
+def test_samplewise_norms_switch_every_instance_norm_and_keep_the_output(model):
+    native, switched = InferenceGraph(model), InferenceGraph(model, norms="samplewise")
+    instance_norms = sum(isinstance(m, nn.InstanceNorm2d) for m in native.modules())
+    assert not any(isinstance(m, nn.InstanceNorm2d) for m in switched.modules())
+    assert sum(isinstance(m, SamplewiseInstanceNorm) for m in switched.modules()) == instance_norms
+    blocks = [m for m in switched.modules() if isinstance(m, AdaINResBlock)]
+    assert blocks and all(b.modulated_norm is samplewise_instance_norm for b in blocks)
+    assert use_samplewise_instance_norms(InferenceGraph(model)) == instance_norms + len(blocks)
+    assert all(b.modulated_norm is None for b in model.modules() if isinstance(b, AdaINResBlock))
+    x = torch.rand(3, 3, 24, 40, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.inference_mode():
+        torch.testing.assert_close(switched(x), native(x), rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="norms 'batch'"):
+        InferenceGraph(model, norms="batch")
+
+
+def test_cpu_bf16_engine_holds_a_bf16_channels_last_graph(model):
+    engine = TranslatorEngine(model, "cpu", precision="bf16")
+    params = list(engine.graph.parameters())
+    assert params and all(p.dtype == torch.bfloat16 for p in params)
+    convs = [m for m in engine.graph.modules() if isinstance(m, nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert all(p.dtype == torch.float32 for p in model.parameters()), "the trained module is left alone"
+    out = engine(torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(7)))
+    assert out.dtype == torch.float32 and out.shape == (2, 3, 24, 40) and out.is_contiguous()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_engine_pixels_are_the_rounded_translation_as_height_width_channels(model, precision: str):
+    engine = TranslatorEngine(model, "cpu", precision=precision)
+    # Decoded batches are H×W×3 arrays seen as B×3×H×W: channels-last strides.
+    images = torch.randint(
+        0, 256, (3, 24, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(8)
+    )
+    batch = images.permute(0, 3, 1, 2)
+    pixels = engine.pixels(batch)
+    expected = engine(batch.float() / 255).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    assert pixels.dtype == torch.uint8 and pixels.shape == (3, 24, 40, 3) and pixels.is_contiguous()
+    assert torch.equal(pixels, expected)
+    assert torch.equal(batch, images.permute(0, 3, 1, 2)), "the caller's images are left alone"
+    with pytest.raises(ValueError, match="expected uint8 images, got torch.float32"):
+        engine.pixels(batch.float())
 
 
 def test_compiled_engine_matches_eager_and_is_thread_safe(model):
