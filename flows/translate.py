@@ -36,6 +36,7 @@ from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
 # /2: compiled engines use two-pass instance norms; /3: CPU bf16 graphs hold bf16 weights, no autocast
+# (and PNGs are deflated by zlib-ng: other bytes, same pixels)
 ENGINE_VERSION = "folded-upsampling/3"
 
 

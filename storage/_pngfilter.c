@@ -1,0 +1,73 @@
+/* The PNG Paeth row filter in C, for storage/png.py (which falls back to numpy without this module).
+ *
+ * numpy computes the filter in ~15 whole-image passes over int16 temporaries (~0.9 ms for a 128x256 RGB
+ * frame, half the cost of encoding it); one pass here. Neighbours outside the image are 0 (PNG spec,
+ * section 9.4) and arithmetic wraps modulo 256, exactly as storage/png.py's numpy filter does.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+
+#define PAETH_FILTER_TYPE 4
+
+/* One filtered row: n bytes of `cur` against `prev` (the row above, zeros for the first row), bpp
+ * bytes per pixel. The first pixel's left and upper-left neighbours are 0, so it predicts from `up`. */
+static void paeth_row(const unsigned char *cur, const unsigned char *prev, unsigned char *out,
+                      Py_ssize_t n, Py_ssize_t bpp) {
+    Py_ssize_t i = 0;
+    for (; i < bpp && i < n; i++) {
+        out[i] = (unsigned char)(cur[i] - prev[i]);
+    }
+    for (; i < n; i++) {
+        int a = cur[i - bpp], b = prev[i], c = prev[i - bpp];
+        int pa = abs(b - c), pb = abs(a - c), pc = abs(a + b - 2 * c);
+        int p = (pa <= pb && pa <= pc) ? a : (pb <= pc) ? b : c;
+        out[i] = (unsigned char)(cur[i] - p);
+    }
+}
+
+static PyObject *paeth(PyObject *self, PyObject *args) {
+    Py_buffer image;
+    Py_ssize_t height, width, channels;
+    if (!PyArg_ParseTuple(args, "y*nnn:paeth", &image, &height, &width, &channels)) {
+        return NULL;
+    }
+    if (height < 1 || width < 1 || channels < 1 || image.len != height * width * channels) {
+        PyErr_Format(PyExc_ValueError,
+                     "paeth: %zd bytes is not a %zd x %zd x %zd image", image.len, height, width, channels);
+        PyBuffer_Release(&image);
+        return NULL;
+    }
+    Py_ssize_t row = width * channels;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, height * (row + 1));
+    unsigned char *zeros = calloc((size_t)row, 1);
+    if (result == NULL || zeros == NULL) {
+        Py_XDECREF(result);
+        free(zeros);
+        PyBuffer_Release(&image);
+        return PyErr_NoMemory();
+    }
+    unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+    const unsigned char *pixels = (const unsigned char *)image.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t y = 0; y < height; y++) {
+        unsigned char *line = out + y * (row + 1);
+        line[0] = PAETH_FILTER_TYPE;
+        paeth_row(pixels + y * row, y ? pixels + (y - 1) * row : zeros, line + 1, row, channels);
+    }
+    Py_END_ALLOW_THREADS
+    free(zeros);
+    PyBuffer_Release(&image);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"paeth", paeth, METH_VARARGS,
+     "paeth(pixels, height, width, channels) -> bytes: the Paeth-filtered scanlines of a C-contiguous "
+     "H x W x C uint8 image, each led by its filter type byte (4)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_pngfilter", NULL, -1, methods};
+
+PyMODINIT_FUNC PyInit__pngfilter(void) { return PyModule_Create(&module); }
