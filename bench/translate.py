@@ -18,7 +18,7 @@ compiles the engine; its time is printed, not counted in (a).
 busy machine torch's OpenMP team in the main thread can be ~2× slower than in a fresh thread, which
 would flatter (a) against a main-thread baseline.
 
-    .venv/bin/python bench/translate.py                      # CPU, demo translator, 1536 frames 128x256
+    .venv/bin/python bench/translate.py            # CPU, demo translator, 1536 frames 128x256, 256/shard
     .venv/bin/python bench/translate.py --compile
     .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 1024 \
         --shard-samples 256 --decode-workers 4 --encode-threads 8 --batch-size 32 --rounds 2 --compile
@@ -158,7 +158,14 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--size", default="128x256", help="HxW of the toy frames")
     parser.add_argument("--profile", default="demo", help="translator profile: tiny, demo, full")
-    parser.add_argument("--shard-samples", type=int, default=64, help="frames per source shard")
+    parser.add_argument(
+        "--shard-samples",
+        type=int,
+        default=256,
+        help="frames per source shard: 256 makes six ~3-s shard tasks on 2 CPU cores (DESIGN: a task "
+        "carries seconds of work; ingest writes up to 1000); 64 (the default before 2026-11-26's "
+        "second session) makes 0.9-s tasks, each costing the embedded server ~25 ms of CPU",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--decode-workers", type=int, default=None, help="default: the flow's (0 on CPU)")
     parser.add_argument("--encode-threads", type=int, default=None, help="default: the flow's")

@@ -77,8 +77,8 @@ class TranslateConfig(BaseModel):
         ge=1,
         description="threads encoding translated images, per shard task; default: 2 on CPU (the forward "
         "passes need the cores), max(2, cores / 4) on CUDA (two shard tasks at once encode on half the "
-        "cores; a 256x512 PNG takes ~3.7 ms of one core, bench/encode.py, so two threads a task would "
-        "cap the flow near 1000 frames/s)",
+        "cores; a 256x512 PNG takes ~2.4 ms of one core, bench/encode.py, so two threads a task would "
+        "cap the flow near 1700 frames/s)",
     )
     device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
     precision: Precision = Field(

@@ -44,18 +44,56 @@ def tar_member_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
+class ShardBuilder:
+    """A shard built in memory one sample at a time (the bytes :func:`encode_shard` gives for the same
+    samples), its md5 taken as it grows; :meth:`write` puts it in place atomically.
+
+    Lets a writer add each sample as soon as it is ready instead of tarring and hashing the whole shard
+    at the end, when the pipeline in front of it has nothing left to overlap with.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._tar = tarfile.open(fileobj=self._buffer, mode="w", format=tarfile.USTAR_FORMAT)
+        self._md5 = hashlib.md5()
+        self._hashed = 0
+        self.count = 0
+
+    def add(self, key: str, members: Mapping[str, bytes]) -> None:
+        check_key(key)
+        for member in sorted(members):
+            data = members[member]
+            self._tar.addfile(tar_member_info(f"{key}.{member}", len(data)), io.BytesIO(data))
+        self.count += 1
+        self._hash_new_bytes()
+
+    def finish(self) -> bytes:
+        """Close the archive; its bytes."""
+        self._tar.close()
+        self._hash_new_bytes()
+        return self._buffer.getvalue()
+
+    def write(self, fs: fsspec.AbstractFileSystem, path: str) -> ShardInfo:
+        """Close the archive and write it atomically to ``path``."""
+        data = self.finish()
+        write_atomic(fs, path, data)
+        return ShardInfo(url=path, nsamples=self.count, filesize=len(data), md5=self._md5.hexdigest())
+
+    def _hash_new_bytes(self) -> None:
+        view = self._buffer.getbuffer()
+        try:
+            self._md5.update(view[self._hashed :])
+            self._hashed = len(view)
+        finally:
+            view.release()  # an exported buffer would block the BytesIO from growing
+
+
 def encode_shard(samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> tuple[bytes, int]:
     """Tar bytes of ``(key, members)`` samples (in the given order) and the sample count."""
-    buffer = io.BytesIO()
-    count = 0
-    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for key, members in samples:
-            check_key(key)
-            for member in sorted(members):
-                data = members[member]
-                tar.addfile(tar_member_info(f"{key}.{member}", len(data)), io.BytesIO(data))
-            count += 1
-    return buffer.getvalue(), count
+    builder = ShardBuilder()
+    for key, members in samples:
+        builder.add(key, members)
+    return builder.finish(), builder.count
 
 
 def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -75,9 +113,10 @@ def write_shard(
     fs: fsspec.AbstractFileSystem, path: str, samples: Iterable[tuple[str, Mapping[str, bytes]]]
 ) -> ShardInfo:
     """Encode ``samples`` into one tar and write it atomically to ``path``."""
-    data, count = encode_shard(samples)
-    write_atomic(fs, path, data)
-    return ShardInfo(url=path, nsamples=count, filesize=len(data), md5=hashlib.md5(data).hexdigest())
+    builder = ShardBuilder()
+    for key, members in samples:
+        builder.add(key, members)
+    return builder.write(fs, path)
 
 
 def read_shard(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict[str, bytes]]]:

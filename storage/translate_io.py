@@ -22,7 +22,7 @@ from sim2real import __version__
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
 from sim2real.storage.png import PNG_FILTER_TYPES, RowFilter, encode_png_rgb
-from sim2real.storage.shards import read_shard, write_shard
+from sim2real.storage.shards import ShardBuilder, read_shard
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
 
 SCHEMA_VERSION = 1
@@ -80,6 +80,7 @@ class TranslatedFrame(Protocol):
     source_rgb_sha256: str | None
     rgb: np.ndarray | None  # H×W×3 uint8, None when the frame could not be translated
     error: str | None
+    encoded: bytes | None  # ``rgb`` already encoded with this shard's EncodeConfig, or None
 
 
 @dataclass(frozen=True)
@@ -135,11 +136,17 @@ def source_rows_of_shard(source: Version, shard_file: str) -> dict[str, dict[str
     return {row["key"]: row for row in source.manifest(shard=shard_file).to_pylist()}
 
 
-def check_labels(shard: str, key: str, members: Mapping[str, bytes], source_row: Mapping[str, Any]) -> None:
-    """Raise :class:`LabelMismatch` unless every label member matches the source manifest's sha256."""
+def member_digests(members: Mapping[str, bytes]) -> dict[str, str]:
+    """sha256 of every member, computed once for the label check and the manifest row."""
+    return {name: schema.sha256_hex(data) for name, data in members.items()}
+
+
+def check_labels(shard: str, key: str, digests: Mapping[str, str], source_row: Mapping[str, Any]) -> None:
+    """Raise :class:`LabelMismatch` unless every label member matches the source manifest's sha256
+    (``digests``: :func:`member_digests` of the translated sample)."""
     for member in schema.LABEL_MEMBERS:
         expected = source_row.get(sha_column(member))
-        actual = schema.sha256_hex(members[member]) if member in members else None
+        actual = digests.get(member)
         if actual != expected:
             raise LabelMismatch(
                 f"{shard}: key {key!r}: {member} sha256 {str(actual)[:12]} "
@@ -147,7 +154,9 @@ def check_labels(shard: str, key: str, members: Mapping[str, bytes], source_row:
             )
 
 
-def translated_row(source_row: Mapping[str, Any], shard: str, members: Mapping[str, bytes]) -> dict[str, Any]:
+def translated_row(
+    source_row: Mapping[str, Any], shard: str, members: Mapping[str, bytes], digests: Mapping[str, str]
+) -> dict[str, Any]:
     """The manifest row of a translated sample: the source row (labels, counts) with new image and meta."""
     row = dict(source_row)
     row.update({column: None for column in (sha_column(m) for m in schema.RGB_MEMBERS)})
@@ -156,8 +165,8 @@ def translated_row(source_row: Mapping[str, Any], shard: str, members: Mapping[s
         rgb_member=schema.rgb_member(members),
         bytes=sum(len(v) for v in members.values()),
     )
-    for name, data in members.items():
-        row[sha_column(name)] = schema.sha256_hex(data)
+    for name in members:
+        row[sha_column(name)] = digests[name]
     return row
 
 
@@ -185,60 +194,114 @@ def write_translated_shard(
     """Encode, check and write shard ``out = (name, version, index)``; return its part record.
 
     ``source_shard`` is ``(shard url, {key: source manifest row})``. Images are encoded in a pool of
-    ``encode_threads`` while ``frames`` keeps producing. Samples are written in source order. Frames
-    the pipeline could not translate are quarantined; a label that differs from the source manifest
-    raises :class:`LabelMismatch` before anything is written.
+    ``encode_threads`` while ``frames`` keeps producing (frames that arrive ``encoded`` with ``config``
+    are taken as they are). Samples are written in source order. Frames the pipeline could not
+    translate are quarantined; a label that differs from the source manifest raises
+    :class:`LabelMismatch` and nothing is written.
+
+    Each sample is checked and added to the in-memory tar as soon as it and every sample before it are
+    ready, while ``frames`` is still producing; only the rename and the part record wait for the end.
+    Checking and tarring a 256-frame shard at the end took 110-180 ms, during which the pipeline in
+    front had nothing to overlap with (on 2 CPU cores both shard tasks reached that point together).
     """
-    shard_url = source_shard[0]
-    quarantine: list[dict[str, str]] = []
-    pending: list[tuple[TranslatedFrame, Future[bytes]]] = []
-    with ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="encode") as pool:
-        for frame in frames:
-            if frame.rgb is None:
-                quarantine.append(_quarantine_row(shard_url, frame, frame.error or "not translated"))
-            else:
-                pending.append((frame, pool.submit(encode_rgb, frame.rgb, config)))
-        samples = []
-        for frame, encoded in sorted(pending, key=lambda item: item[0].position):
-            try:
-                members = _finish_sample(frame, encoded.result(), config, lineage)
-            except schema.SchemaError as exc:
-                quarantine.append(_quarantine_row(shard_url, frame, str(exc)))
-                continue
-            samples.append((frame.position, frame.key, members))
-    return _write_checked(store, out, samples, quarantine, source_shard)
-
-
-def _write_checked(
-    store: DatasetStore,
-    out: tuple[str, str, int],
-    samples: Sequence[tuple[int, str, dict[str, bytes]]],
-    quarantine: list[dict[str, str]],
-    source_shard: tuple[str, Mapping[str, Mapping[str, Any]]],
-) -> dict[str, Any]:
     name, version, index = out
     shard_url, source_rows = source_shard
-    shard_file = shard_file_name(name, index)
-    seen = [key for _, key, _ in samples] + [row["key"] for row in quarantine]
-    if sorted(seen) != sorted(source_rows):
-        missing = sorted(set(source_rows) - set(seen))[:5]
-        extra = sorted(set(seen) - set(source_rows))[:5]
-        raise LabelMismatch(
-            f"{shard_url}: samples differ from the source manifest: missing {missing}, extra {extra}"
-        )
-    rows = []
-    for _, key, members in samples:
-        check_labels(shard_file, key, members, source_rows[key])
-        rows.append(translated_row(source_rows[key], shard_file, members))
-    info = write_shard(store.fs, store.shard_path(name, version, index), ((k, m) for _, k, m in samples))
-    part = {
-        "shard": {"file": shard_file, "nsamples": info.nsamples, "filesize": info.filesize, "md5": info.md5},
-        "source_shard": shard_url.rsplit("/", 1)[-1],
-        "rows": rows,
-        "quarantine": quarantine,
-    }
-    store.write_json(store.part_path(name, version, index), part)
-    return part
+    shard = _CheckedShard(shard_file_name(name, index), shard_url, source_rows, config, lineage)
+    with ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="encode") as pool:
+        for frame in frames:
+            encoded: Future[bytes] | None = None
+            if frame.encoded is not None:
+                encoded = Future()
+                encoded.set_result(frame.encoded)
+            elif frame.rgb is not None:
+                encoded = pool.submit(encode_rgb, frame.rgb, config)
+            shard.arrive(frame, encoded)
+        shard.drain(wait=True)
+    return shard.commit(store, store.shard_path(name, version, index), store.part_path(name, version, index))
+
+
+class _CheckedShard:
+    """The samples of one translated shard, checked and tarred in source order as they become ready."""
+
+    def __init__(
+        self,
+        shard_file: str,
+        shard_url: str,
+        source_rows: Mapping[str, Mapping[str, Any]],
+        config: EncodeConfig,
+        lineage: Lineage,
+    ) -> None:
+        self.shard_file, self.shard_url, self.source_rows = shard_file, shard_url, source_rows
+        self.config, self.lineage = config, lineage
+        self.waiting: dict[int, tuple[TranslatedFrame, Future[bytes] | None]] = {}  # by source position
+        self.next_position = 0
+        self.builder = ShardBuilder()
+        self.rows: list[dict[str, Any]] = []
+        self.quarantine: list[dict[str, str]] = []
+        self.seen: list[str] = []
+
+    def arrive(self, frame: TranslatedFrame, encoded: Future[bytes] | None) -> None:
+        """Take a frame (``encoded`` None: it could not be translated) and add every sample that is ready."""
+        self.waiting[frame.position] = (frame, encoded)
+        self.drain(wait=False)
+
+    def drain(self, wait: bool) -> None:
+        """Add the waiting samples in source order, up to the first gap (or, ``wait``, the first one whose
+        encoding is not done). With ``wait``, also whatever is left after a gap in the positions."""
+        while self.waiting:
+            entry = self.waiting.get(self.next_position)
+            if entry is None:
+                if not wait:
+                    return
+                self.next_position = min(self.waiting)  # positions are 0..n-1; robust to a gap anyway
+                continue
+            frame, encoded = entry
+            if not wait and encoded is not None and not encoded.done():
+                return
+            del self.waiting[self.next_position]
+            self.next_position += 1
+            self._add(frame, encoded)
+
+    def _add(self, frame: TranslatedFrame, encoded: Future[bytes] | None) -> None:
+        self.seen.append(frame.key)
+        if encoded is None:
+            self.quarantine.append(_quarantine_row(self.shard_url, frame, frame.error or "not translated"))
+            return
+        try:
+            members = _finish_sample(frame, encoded.result(), self.config, self.lineage)
+        except schema.SchemaError as exc:
+            self.quarantine.append(_quarantine_row(self.shard_url, frame, str(exc)))
+            return
+        source_row = self.source_rows.get(frame.key)
+        if source_row is None:
+            raise LabelMismatch(f"{self.shard_url}: key {frame.key!r} is not in the source manifest")
+        digests = member_digests(members)
+        check_labels(self.shard_file, frame.key, digests, source_row)
+        self.rows.append(translated_row(source_row, self.shard_file, members, digests))
+        self.builder.add(frame.key, members)
+
+    def commit(self, store: DatasetStore, shard_path: str, part_path: str) -> dict[str, Any]:
+        """Write the shard (atomically) and its part record, once every source sample is accounted for."""
+        if sorted(self.seen) != sorted(self.source_rows):
+            missing = sorted(set(self.source_rows) - set(self.seen))[:5]
+            extra = sorted(set(self.seen) - set(self.source_rows))[:5]
+            raise LabelMismatch(
+                f"{self.shard_url}: samples differ from the source manifest: missing {missing}, extra {extra}"
+            )
+        info = self.builder.write(store.fs, shard_path)
+        part = {
+            "shard": {
+                "file": self.shard_file,
+                "nsamples": info.nsamples,
+                "filesize": info.filesize,
+                "md5": info.md5,
+            },
+            "source_shard": self.shard_url.rsplit("/", 1)[-1],
+            "rows": self.rows,
+            "quarantine": self.quarantine,
+        }
+        store.write_json(part_path, part)
+        return part
 
 
 def read_part(store: DatasetStore, name: str, version: str, index: int) -> dict[str, Any] | None:

@@ -102,7 +102,12 @@ def translate_shard(
     register_fsspec_schemes()
     url = plan.shard_urls[index]
     source_rows = translate_io.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
-    frames = translate_shard_frames(cached_engine(root, plan.lineage.translator_id, engine), url, inference)
+    frames = translate_shard_frames(
+        cached_engine(root, plan.lineage.translator_id, engine),
+        url,
+        inference,
+        encode=functools.partial(translate_io.encode_rgb, config=encode),
+    )
     part = translate_io.write_translated_shard(
         store,
         (plan.name, plan.version, index),

@@ -152,10 +152,10 @@ def test_failure_after_some_shards_then_rerun_completes(
 ):
     real = translate_tasks.translate_shard_frames
 
-    def failing(engine, url, config):
+    def failing(engine, url, config, **kwargs):
         if url.endswith(shard_file_name("toy", 1)):
             raise RuntimeError("injected crash")
-        return real(engine, url, config)
+        return real(engine, url, config, **kwargs)
 
     monkeypatch.setattr(translate_tasks, "translate_shard_frames", failing)
     monkeypatch.setattr(

@@ -161,6 +161,50 @@ def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp
     assert not store.fs.exists(store.part_path("out", "v1", 0))
 
 
+def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model, engine, shard, tmp_path):
+    _, url, rows = shard
+    config = InferenceConfig(batch_size=3, decode_workers=0)
+    png = EncodeConfig("png")
+
+    def encode(rgb: np.ndarray) -> bytes:
+        return encode_rgb(rgb, png)
+
+    streamed = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
+    if streamed.streams < 2:
+        pytest.skip("one intra-op thread: the engine runs one stream")
+    inline = list(translate_shard_frames(streamed, url, config, encode=encode))
+    translated = [f for f in inline if f.rgb is not None]
+    assert translated and all(f.encoded == encode(f.rgb) for f in translated)
+    assert all(f.encoded is None for f in inline if f.rgb is None)
+    # One stream (the caller's thread): frames come out unencoded, for the writer's encoder pool.
+    assert all(f.encoded is None for f in translate_shard_frames(engine, url, config, encode=encode))
+
+    store = DatasetStore(str(tmp_path))
+    parts = {}
+    for name, frames in (("inline", inline), ("pool", translate_shard_frames(engine, url, config))):
+        parts[name] = write_translated_shard(store, (name, "v1", 0), frames, (url, rows), png, LINEAGE)
+    assert parts["inline"]["shard"]["md5"] == parts["pool"]["shard"]["md5"]
+    strip = [[{k: v for k, v in row.items() if k != "shard"} for row in parts[n]["rows"]] for n in parts]
+    assert strip[0] == strip[1]
+
+
+def test_a_frame_missing_or_foreign_to_the_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
+    _, url, rows = shard
+    store = DatasetStore(str(tmp_path))
+    frames = list(translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=0)))
+    dropped = [f for f in frames if f.position != 2]
+    with pytest.raises(LabelMismatch, match=r"differ from the source manifest: missing \['frame-002'\]"):
+        write_translated_shard(store, ("out", "v1", 0), dropped, (url, rows), EncodeConfig(), LINEAGE)
+    victim = next(f for f in frames if f.rgb is not None)
+    foreign = TranslatedFrame(victim.position, "frame-999", victim.members, None, victim.rgb)
+    swapped = [foreign if f.key == victim.key else f for f in frames]
+    with pytest.raises(LabelMismatch, match="'frame-999' is not in the source manifest"):
+        write_translated_shard(store, ("out", "v1", 0), swapped, (url, rows), EncodeConfig(), LINEAGE)
+    assert not store.fs.exists(store.shard_path("out", "v1", 0))
+    assert not store.fs.exists(store.part_path("out", "v1", 0))
+    assert not any("tmp-" in p for p in store.fs.find(str(tmp_path))), "no temporary file left"
+
+
 def test_encoding_is_deterministic_and_png_lossless():
     rgb = np.random.default_rng(1).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     rgb[:8] = rgb[0, 0]  # a flat band, where the zlib strategies differ

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import shutil
+import sysconfig
 import tarfile
 
 import numpy as np
@@ -52,8 +54,10 @@ def test_filters_match_the_spec(kind: str):
 
 
 def test_the_installed_package_has_the_c_paeth_filter_and_it_equals_numpy():
-    # `pip install` builds it (pyproject's ext-modules); without it encoding quietly runs ~2x slower.
-    assert png._pngfilter is not None, "sim2real.storage._pngfilter was not built"
+    # `pip install` builds it (pyproject's ext-modules, optional); without it encoding runs ~2x slower.
+    if png._pngfilter is None and shutil.which(sysconfig.get_config_var("CC").split()[0]) is None:
+        pytest.skip("no C compiler to build sim2real.storage._pngfilter: the numpy filter is used")
+    assert png._pngfilter is not None, "sim2real.storage._pngfilter was not built (see pip's output)"
     rng = np.random.default_rng(9)
     for shape in [(1, 1, 3), (1, 17, 3), (13, 1, 3), (31, 47, 3), (128, 256, 3), (5, 6, 4), (4, 9, 1)]:
         image = rng.integers(0, 256, shape, dtype=np.uint8)
