@@ -6,11 +6,11 @@ and kept, decodes the batches a few ahead (the translate flow's CPU default is n
 small share of a CPU forward pass, and the task decodes itself); the task moves each batch to the
 device (pinned, ``non_blocking``) and runs a
 :class:`~sim2real.models.translator.engine.TranslatorEngine` on it (inference graph, bf16 where the
-device computes it natively, ``channels_last`` on CUDA, optionally compiled); the consumer encodes the
-yielded frames in its own threads. Batch ``i + 1`` is launched before batch ``i``'s pixels are
-collected: on CUDA the device does not wait on the host, and on CPU the two batches run on two of the
-engine's forward streams while this thread decodes the next one. Label members travel as raw bytes
-and are never decoded.
+device computes it natively, channels-last, optionally compiled); the frames are encoded either by
+the CPU forward stream that translated them or, on CUDA, by the consumer's threads. Batches are
+launched ahead of collection, one more than the engine runs at once: on CUDA the device does not
+wait on the host, and on CPU every forward stream has a batch while this thread decodes the next one.
+Label members travel as raw bytes and are never decoded.
 """
 
 from __future__ import annotations
@@ -334,8 +334,9 @@ def translate_shard_frames(
     inline = encode if engine.device.type == "cpu" and engine.streams > 1 else None
     # Batches launched and not yet collected: one more than the engine runs at once, so while this
     # thread waits for the oldest, every stream has a batch (on CUDA, the device's queue is the stream).
-    # With one per stream, each stream idled while this thread decoded the next batch, whenever the
-    # other shard task was between shards (gaps after 190 of 192 CPU batches, 0.6-0.8 s per 9.7 s run).
+    # With one per stream, a stream idled while this thread decoded the next batch whenever the other
+    # shard task was between shards (with the writer's old end-of-shard tail: gaps after 190 of 192 CPU
+    # batches, 0.6-1.0 s per 9.7-s run; bench/RESULTS.md).
     depth = engine.streams + 1
     in_flight: deque[_InFlight] = deque()
     for batch in shard_batches(url, config):
