@@ -38,17 +38,23 @@ MANIFEST_SCHEMA = pa.schema(
 
 
 def with_member_hashes(
-    key: str, members: Mapping[str, bytes], extra_meta: Mapping[str, Any] | None = None
+    key: str,
+    members: Mapping[str, bytes],
+    extra_meta: Mapping[str, Any] | None = None,
+    digests: Mapping[str, str] | None = None,
 ) -> dict[str, bytes]:
     """Members with ``meta.json`` rewritten to list the sha256 of every other member (plus ``extra_meta``).
 
+    ``digests``: those sha256s already computed (every member but ``meta.json``), not computed again.
     Raises :class:`~sim2real.storage.schema.SchemaError` when the sample breaks the schema.
     """
     out = dict(members)
     meta = json.loads(out.get(schema.META, b"{}"))
     meta.update(extra_meta or {})
     meta["sha256"] = {
-        name: schema.sha256_hex(data) for name, data in sorted(out.items()) if name != schema.META
+        name: digests[name] if digests is not None else schema.sha256_hex(data)
+        for name, data in sorted(out.items())
+        if name != schema.META
     }
     out[schema.META] = json.dumps(meta, sort_keys=True).encode()
     schema.check_members(key, out)

@@ -172,10 +172,15 @@ def translated_row(
 
 def _finish_sample(
     frame: TranslatedFrame, rgb_bytes: bytes, config: EncodeConfig, lineage: Lineage
-) -> dict[str, bytes]:
+) -> tuple[dict[str, bytes], dict[str, str]]:
+    """The translated sample's members (``meta.json`` with lineage and hashes) and each one's sha256,
+    every member hashed once."""
     members = {m: d for m, d in frame.members.items() if m not in schema.RGB_MEMBERS}
     members[config.member] = rgb_bytes
-    return with_member_hashes(frame.key, members, lineage.meta(frame.source_rgb_sha256))
+    digests = member_digests({m: d for m, d in members.items() if m != schema.META})
+    members = with_member_hashes(frame.key, members, lineage.meta(frame.source_rgb_sha256), digests)
+    digests[schema.META] = schema.sha256_hex(members[schema.META])
+    return members, digests
 
 
 def _quarantine_row(shard_url: str, frame: TranslatedFrame, reason: str) -> dict[str, str]:
@@ -268,14 +273,13 @@ class _CheckedShard:
             self.quarantine.append(_quarantine_row(self.shard_url, frame, frame.error or "not translated"))
             return
         try:
-            members = _finish_sample(frame, encoded.result(), self.config, self.lineage)
+            members, digests = _finish_sample(frame, encoded.result(), self.config, self.lineage)
         except schema.SchemaError as exc:
             self.quarantine.append(_quarantine_row(self.shard_url, frame, str(exc)))
             return
         source_row = self.source_rows.get(frame.key)
         if source_row is None:
             raise LabelMismatch(f"{self.shard_url}: key {frame.key!r} is not in the source manifest")
-        digests = member_digests(members)
         check_labels(self.shard_file, frame.key, digests, source_row)
         self.rows.append(translated_row(source_row, self.shard_file, members, digests))
         self.builder.add(frame.key, members)
