@@ -23,6 +23,9 @@ would flatter (a) against a main-thread baseline.
     .venv/bin/python bench/translate.py --device cuda --profile full --size 256x512 --frames 1024 \
         --shard-samples 256 --decode-workers 4 --encode-threads 8 --batch-size 32 --rounds 2 --compile
 
+On a lent GPU machine, ``bench/gpu/run.sh`` runs the GPU tests and this benchmark three ways in one
+call (``bench/gpu/make_kit.sh`` prepares the wheels it needs, here).
+
 On a GPU, shards of 64 frames at batch 32 are two batches each (the pipeline fills and drains per
 shard): use larger shards, as ingest writes (up to 1000 frames).
 """
