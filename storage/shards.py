@@ -59,6 +59,14 @@ class ShardBuilder:
         self._hashed = 0
         self.count = 0
 
+    @classmethod
+    def of(cls, samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> ShardBuilder:
+        """A builder holding ``samples``, in the given order."""
+        builder = cls()
+        for key, members in samples:
+            builder.add(key, members)
+        return builder
+
     def add(self, key: str, members: Mapping[str, bytes]) -> None:
         check_key(key)
         for member in sorted(members):
@@ -90,9 +98,7 @@ class ShardBuilder:
 
 def encode_shard(samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> tuple[bytes, int]:
     """Tar bytes of ``(key, members)`` samples (in the given order) and the sample count."""
-    builder = ShardBuilder()
-    for key, members in samples:
-        builder.add(key, members)
+    builder = ShardBuilder.of(samples)
     return builder.finish(), builder.count
 
 
@@ -113,10 +119,7 @@ def write_shard(
     fs: fsspec.AbstractFileSystem, path: str, samples: Iterable[tuple[str, Mapping[str, bytes]]]
 ) -> ShardInfo:
     """Encode ``samples`` into one tar and write it atomically to ``path``."""
-    builder = ShardBuilder()
-    for key, members in samples:
-        builder.add(key, members)
-    return builder.write(fs, path)
+    return ShardBuilder.of(samples).write(fs, path)
 
 
 def read_shard(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[tuple[str, dict[str, bytes]]]:

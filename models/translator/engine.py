@@ -176,19 +176,31 @@ class TwoPassInstanceNorm(nn.Module):
         return two_pass_instance_norm(x, self.eps)
 
 
-def use_two_pass_instance_norms(module: nn.Module) -> int:
-    """Switch, in place, every affine-free instance norm in ``module`` (``nn.InstanceNorm2d`` modules and
-    the AdaIN blocks' functional norm) to :func:`two_pass_instance_norm`. Returns how many were switched."""
+def _switch_instance_norms(
+    module: nn.Module, norm: Callable[[float], nn.Module], adain: Callable[[AdaINResBlock], None]
+) -> int:
+    """Replace, in place, every affine-free ``nn.InstanceNorm2d`` in ``module`` by ``norm(eps)`` and call
+    ``adain`` on every AdaIN block (to switch its functional norm). Returns how many were switched."""
     switched = 0
     for parent in list(module.modules()):
         if isinstance(parent, AdaINResBlock):
-            parent.instance_norm = two_pass_instance_norm
+            adain(parent)
             switched += 1
         for name, child in list(parent.named_children()):
             if isinstance(child, nn.InstanceNorm2d) and not child.affine and not child.track_running_stats:
-                parent._modules[name] = TwoPassInstanceNorm(child.eps)
+                parent._modules[name] = norm(child.eps)
                 switched += 1
     return switched
+
+
+def use_two_pass_instance_norms(module: nn.Module) -> int:
+    """Switch, in place, every affine-free instance norm in ``module`` (``nn.InstanceNorm2d`` modules and
+    the AdaIN blocks' functional norm) to :func:`two_pass_instance_norm`. Returns how many were switched."""
+
+    def adain(block: AdaINResBlock) -> None:
+        block.instance_norm = two_pass_instance_norm
+
+    return _switch_instance_norms(module, TwoPassInstanceNorm, adain)
 
 
 def samplewise_instance_norm(
@@ -236,16 +248,11 @@ class SamplewiseInstanceNorm(nn.Module):
 def use_samplewise_instance_norms(module: nn.Module) -> int:
     """Switch, in place, every affine-free instance norm in ``module`` to :func:`samplewise_instance_norm`,
     the AdaIN blocks' norm and modulation to one call of it. Returns how many were switched."""
-    switched = 0
-    for parent in list(module.modules()):
-        if isinstance(parent, AdaINResBlock):
-            parent.modulated_norm = samplewise_instance_norm
-            switched += 1
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.InstanceNorm2d) and not child.affine and not child.track_running_stats:
-                parent._modules[name] = SamplewiseInstanceNorm(child.eps)
-                switched += 1
-    return switched
+
+    def adain(block: AdaINResBlock) -> None:
+        block.modulated_norm = samplewise_instance_norm
+
+    return _switch_instance_norms(module, SamplewiseInstanceNorm, adain)
 
 
 class InferenceGraph(nn.Module):
