@@ -1,4 +1,4 @@
-"""Translator commands: ``train-translator`` and ``translators``."""
+"""Translator commands: ``train-translator``, ``distill`` and ``translators``."""
 
 from __future__ import annotations
 
@@ -47,10 +47,42 @@ def train_translator(
     emit(result, as_json, f"translator {result['translator']} ({result['steps']} steps): {summary}")
 
 
+def distill(
+    teacher: str = typer.Option(..., "--teacher", help="Registry id of the translator to distil."),
+    source: str = typer.Option(..., "--source", help="Sim version NAME@VER (or NAME@latest)."),
+    profile: str = typer.Option("tiny", "--profile", help="tiny, demo, full, or a YAML path."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Override the profile's step count."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    root: str = ROOT_OPT,
+    as_json: bool = JSON_OPT,
+) -> None:
+    """Distil a translator into a small, fast student and register it; resumes a crashed run."""
+    from sim2real.flows.distill import distill_flow
+    from sim2real.flows.runtime import run_quietly
+
+    result = run_quietly(
+        distill_flow,
+        teacher=teacher,
+        source=source,
+        root=root or default_root(),
+        profile=profile,
+        steps=steps,
+        device=device,
+    )
+    summary = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result["metrics"].items()))
+    human = (
+        f"student {result['translator']} of {result['teacher']} ({result['steps']} steps, "
+        f"{result['gflops_per_frame']:.3f} GFLOPs/frame at 256x512): {summary}"
+    )
+    emit(result, as_json, human)
+
+
 def _human_row(row: dict[str, Any]) -> str:
     m = row["metrics"]
     return (
-        f"{row['id']}  {row['source']} → {row['target']}  {row['profile']} {row['steps']} steps  "
+        f"{row['id']}  {row['kind']}  {row['source']} → {row['target']}  "
+        f"{row['profile']} {row['steps']} steps  "
+        f"{_fmt(row['gflops_per_frame'])} GFLOPs/frame  {row['parameters']} params  "
         f"fidelity {_fmt(m.get('fidelity_ratio_translated'))} "
         f"(raw sim {_fmt(m.get('fidelity_ratio_raw_sim'))})  "
         f"swd {_fmt(m.get('realism_swd_translated'))} (raw sim {_fmt(m.get('realism_swd_raw_sim'))})"
@@ -58,7 +90,11 @@ def _human_row(row: dict[str, Any]) -> str:
 
 
 def translators(root: str = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
-    """List registered translators with their data versions and headline metrics."""
+    """List registered translators (students too) with data versions, cost per frame and metrics.
+
+    ``gflops_per_frame`` is the sim → real path's FLOPs on one 256×512 frame, ``parameters`` that path's.
+    """
+    from sim2real.models.translator.kinds import footprint
     from sim2real.storage.registry import TranslatorRegistry
 
     rows = []
@@ -67,6 +103,8 @@ def translators(root: str = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
         rows.append(
             {
                 "id": card["id"],
+                **footprint(card),
+                "teacher": card.get("teacher", {}).get("id"),
                 "source": card.get("data", {}).get("source"),
                 "target": card.get("data", {}).get("target"),
                 "profile": card.get("profile"),
@@ -82,4 +120,5 @@ def translators(root: str = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
 def register(app: typer.Typer) -> None:
     """Add the translator commands to the CLI."""
     app.command("train-translator")(train_translator)
+    app.command("distill")(distill)
     app.command("translators")(translators)
