@@ -1,67 +1,99 @@
-"""Benchmark: training-step time of the demo perception models against torchvision-sized baselines.
+"""Benchmark: does translated simulator data make real perception better? (the product's claim)
 
-Each model trains a few steps on random 128×256 batches; the baseline is measured in the same run, so
-the printed ratios hold on a noisy shared machine. Run: ``.venv/bin/python bench/evaluate.py``.
+Runs the demo pipeline (render → ingest → train translator → translate, each content-addressed, so a
+rerun on the same root reuses them) and retrain-and-evaluate with every arm trained ``--seeds`` times:
+real-only, real+sim and real+translated, extras *added* to the same real samples. The baseline is the
+real-only arm of the same run and seed: each arm's paired difference (mean ± std over seeds) is the
+ratio-like number this benchmark prints. The goal, per task (detection mAP, segmentation mIoU):
+
+* real+translated − real-only > 0, with the mean paired difference above one std of the differences;
+* real+translated > real+sim.
+
+    nice -n 5 .venv/bin/python bench/evaluate.py --seeds 3 --root bench/out/demo-root
+    .venv/bin/python bench/evaluate.py --scale 0.25 --evaluate-profile tiny --translator-profile tiny
+
+Writes the whole result to ``bench/out/evaluate.json`` (``--out``).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
-from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import torch
+from sim2real.flows.runtime import quiet_prefect, run_quietly
 
-from sim2real.models import detector, segmenter
-from sim2real.storage.taxonomy import DETECTION_CLASS_ID
-
-HEIGHT, WIDTH, BATCH, STEPS = 128, 256, 4, 3
+SUMMARY = {"detection": "mAP", "segmentation": "mIoU"}
 
 
-def _detection_batch() -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    generator = torch.Generator().manual_seed(0)
-    images = [torch.rand(3, HEIGHT, WIDTH, generator=generator) for _ in range(BATCH)]
-    box = torch.tensor([[20.0, 30.0, 60.0, 70.0], [100.0, 40.0, 130.0, 90.0]])
-    targets = [{"boxes": box, "labels": torch.tensor([DETECTION_CLASS_ID["car"]] * 2)} for _ in images]
-    return images, targets
-
-
-def _segmentation_batch() -> tuple[torch.Tensor, torch.Tensor]:
-    generator = torch.Generator().manual_seed(0)
-    images = torch.rand(BATCH, 3, HEIGHT, WIDTH, generator=generator)
-    return images, torch.randint(0, 19, (BATCH, HEIGHT, WIDTH), generator=generator)
-
-
-def seconds_per_step(model: torch.nn.Module, train_one_epoch: Callable, batch: tuple) -> float:
-    """Median-free simple timing: one warm-up step, then the mean of ``STEPS`` steps."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    train_one_epoch(model, optimizer, [batch], "cpu", 0)
-    started = time.perf_counter()
-    train_one_epoch(model, optimizer, [batch] * STEPS, "cpu", 1)
-    return (time.perf_counter() - started) / STEPS
+def goal(tables: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Per task: each arm's mean ± std of the summary metric, the paired differences and the verdict."""
+    verdicts = {}
+    for task, rows in tables.items():
+        metric = SUMMARY[task]
+        arms = {row["Arm"]: row for row in rows}
+        translated = next((row for arm, row in arms.items() if arm.endswith("-translated")), None)
+        sim = next((row for arm, row in arms.items() if arm != "real-only" and row is not translated), None)
+        entry: dict[str, Any] = {
+            "metric": metric,
+            "arms": {arm: {"mean": row[metric], "std": row["std"][metric], "seeds": row["Seeds"]}
+                     for arm, row in arms.items()},
+            "paired_diff": {arm: (row["diff"] or {}).get(metric) for arm, row in arms.items()
+                            if arm != "real-only"},
+        }
+        if translated is not None and sim is not None and translated["diff"] is not None:
+            paired = translated["diff"][metric]
+            entry["translated_beats_real_only"] = bool(
+                paired and paired["mean"] > 0 and paired["std"] is not None and paired["mean"] > paired["std"]
+            )
+            entry["translated_beats_sim"] = bool(translated[metric] > sim[metric])
+        verdicts[task] = entry
+    return verdicts
 
 
 def main() -> None:
-    torch.manual_seed(0)
-    det_batch, seg_batch = _detection_batch(), _segmentation_batch()
-    det_base = detector.DetectorConfig(fpn_channels=256, box_head_dim=1024, box_batch_size_per_image=512,
-                                       rpn_pre_nms_top_n=2000, rpn_post_nms_top_n=2000)
-    det_demo = detector.DetectorConfig(fpn_channels=64, box_head_dim=128)
-    seg_base = segmenter.SegmenterConfig(aspp_channels=256, low_level_channels=48, decoder_channels=256)
-    seg_demo = segmenter.SegmenterConfig(aspp_channels=64, low_level_channels=32, decoder_channels=64)
-    rows = []
-    for name, build, train, batch, base, demo in (
-        ("detection resnet18-FPN", detector.build_detector, detector.train_one_epoch, det_batch,
-         det_base, det_demo),
-        ("segmentation resnet18 DeepLabV3+", segmenter.build_segmenter, segmenter.train_one_epoch,
-         seg_batch, seg_base, seg_demo),
-    ):
-        base_s = seconds_per_step(build(base), train, batch)
-        demo_s = seconds_per_step(build(demo), train, batch)
-        rows.append((name, base_s, demo_s))
-    print(f"threads={torch.get_num_threads()} batch={BATCH} size={HEIGHT}x{WIDTH}")
-    for name, base_s, demo_s in rows:
-        print(f"{name:<34} baseline {base_s:6.2f} s/step  demo {demo_s:6.2f} s/step  "
-              f"speed-up x{base_s / demo_s:4.1f}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per arm (>= 3 for the goal)")
+    parser.add_argument("--root", default="bench/out/evaluate-root", help="storage root of the run")
+    parser.add_argument("--translator-profile", default="demo")
+    parser.add_argument("--evaluate-profile", default="demo")
+    parser.add_argument("--scale", type=float, default=1.0, help="scale the demo's frame counts")
+    parser.add_argument("--out", default="bench/out/evaluate.json")
+    args = parser.parse_args()
+    quiet_prefect()
+    from sim2real.flows.cli_evaluate import _human_tables
+    from sim2real.flows.demo import DemoConfig, demo_flow
+
+    base = DemoConfig()
+    config = DemoConfig(
+        sim_frames=max(4, round(base.sim_frames * args.scale)),
+        real_frames=max(4, round(base.real_frames * args.scale)),
+        val_frames=max(4, round(base.val_frames * args.scale)),
+        translator_profile=args.translator_profile,
+        evaluate_profile=args.evaluate_profile,
+        seeds=args.seeds,
+    )
+    started = time.perf_counter()
+    result = run_quietly(demo_flow, config=config, root=str(Path(args.root).resolve()))
+    verdicts = goal(result["tables"])
+    print(_human_tables(result["tables"]))
+    print(f"\nseeds={args.seeds} profiles translator={args.translator_profile} "
+          f"evaluate={args.evaluate_profile} scale={args.scale} took {time.perf_counter() - started:.0f}s")
+    for task, entry in verdicts.items():
+        diffs = ", ".join(
+            f"{arm} {d['mean']:+.2f}±{d['std'] if d['std'] is not None else float('nan'):.2f}"
+            for arm, d in entry["paired_diff"].items() if d
+        )
+        print(f"{task} {entry['metric']}: " + ", ".join(
+            f"{arm} {a['mean']:.2f}±{a['std'] if a['std'] is not None else float('nan'):.2f}"
+            for arm, a in entry["arms"].items()) + f" | paired Δ vs real-only: {diffs}"
+              f" | translated > real-only by > 1 std: {entry.get('translated_beats_real_only')}"
+              f", translated > sim: {entry.get('translated_beats_sim')}")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps({"args": vars(args), "goal": verdicts, **result}, indent=1,
+                                         default=str))
 
 
 if __name__ == "__main__":

@@ -25,24 +25,42 @@ def evaluate(
     extra: list[str] = typer.Option(None, "--extra", help="Version added to real, one arm each; repeat."),
     task: list[str] = typer.Option(None, "--task", help="detection and/or segmentation (default: both)."),
     profile: str = typer.Option("demo", "--profile", help="tiny, demo, full, or a YAML path."),
+    seeds: int = typer.Option(None, "--seeds", min=1, help="Train every arm this many times (seeds "
+                              "profile.seed, +1, …; default: the profile's `seeds`)."),
+    backbone_weights: str = typer.Option(
+        None, "--backbone-weights", help="Backbone weights for both tasks: a torchvision state-dict file, "
+        "or a torchvision weights name (ResNet18_Weights.IMAGENET1K_V1) in $TORCH_HOME/hub/checkpoints; "
+        "never downloaded (default: the profile's, else random)."),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
     """Retrain real-only and real+EXTRA arms, evaluate on VAL, store the metrics and print both tables."""
-    from sim2real.flows.evaluate import retrain_and_evaluate
+    from sim2real.flows.evaluate import (
+        TASK_NAMES,
+        check_backbone_weights,
+        load_profile,
+        retrain_and_evaluate,
+        task_models,
+    )
     from sim2real.flows.runtime import run_quietly
+
+    tasks = list(task) if task else list(TASK_NAMES)
+    check_backbone_weights(task_models(load_profile(profile), tasks, backbone_weights))  # before any run
 
     result = run_quietly(
         retrain_and_evaluate,
         real=real,
         val=val,
         extras=list(extra or []),
-        tasks=list(task) if task else None,
+        tasks=tasks,
         profile=profile,
         root=root or default_root(),
+        seeds=seeds,
+        backbone_weights=backbone_weights,
     )
     arms = ", ".join(
-        f"{a['task']}/{a['arm']} " + ("cached" if a["cached"] else f"trained {a['train_seconds']:.0f}s")
+        f"{a['task']}/{a['arm']}/seed {a['seed']} "
+        + ("cached" if a["cached"] else f"trained {a['train_seconds']:.0f}s")
         for a in result["arms"]
     )
     human = f"{_human_tables(result['tables'])}\n\n{arms}\nretrain-and-evaluate took {result['seconds']:.0f}s"

@@ -34,6 +34,7 @@ class DemoConfig(BaseModel):
     val_frames: int = Field(default=60, ge=4, description="real validation frames")
     translator_profile: str = Field(default="demo", description="translator profile (tiny, demo, full)")
     evaluate_profile: str = Field(default="demo", description="evaluate profile (tiny, demo, full)")
+    seeds: int | None = Field(default=None, ge=1, description="seeds per arm (None: profile)")
     max_shard_samples: int = Field(default=64, ge=1, description="samples per shard")
 
 
@@ -91,6 +92,7 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
         extras=[refs["toy-sim"], refs["toy-sim-translated"]],
         profile=config.evaluate_profile,
         root=root,
+        seeds=config.seeds,
     )
     timings["retrain and evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started

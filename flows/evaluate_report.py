@@ -1,5 +1,6 @@
-"""How retrain-and-evaluate results are shown: seed-style tables, plain-text tables for the terminal,
-and a markdown report with per-class unicode bars and deltas against real-only."""
+"""How retrain-and-evaluate results are shown: seed-style tables (mean ± std over seeds, and each arm's
+paired difference to real-only), plain-text tables for the terminal, flat rows for Prefect table
+artifacts, and a markdown report with per-class unicode bars."""
 
 from __future__ import annotations
 
@@ -47,18 +48,69 @@ def _cell(value: Any) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
 
 
+def _spread(mean: Any, std: Any, sign: bool = False) -> str:
+    """``mean±std`` (``mean`` alone with one seed, ``–`` without a value), one decimal."""
+    if mean is None:
+        return "–"
+    text = f"{mean:+.1f}" if sign else f"{mean:.1f}"
+    return text if std is None else f"{text}±{std:.1f}"
+
+
+def _diff(row: Mapping[str, Any], column: str) -> str:
+    paired = (row.get("diff") or {}).get(column)
+    return "–" if paired is None else _spread(paired["mean"], paired["std"], sign=True)
+
+
+def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Class and summary columns with a value in some row (classes absent from val are left out)."""
+    return [c for c in rows[0] if c not in NON_METRIC_KEYS and any(r[c] is not None for r in rows)]
+
+
+NON_METRIC_KEYS = ("Arm", "Train", "Val", "Protocol", "Seeds", "std", "diff")
+
+
+def display_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Flat rows for a Prefect table artifact: each class cell ``mean±std``, then per extra arm a
+    ``Δ ARM`` row with the paired difference to real-only (``mean±std`` over seeds)."""
+    if not rows:
+        return []
+    columns = _columns(rows)
+    flat = []
+    for row in rows:
+        head = {"Arm": row["Arm"], "Seeds": row["Seeds"], "Protocol": row["Protocol"]}
+        flat.append(head | {c: _spread(row[c], row["std"][c]) for c in columns} | {"Train": row["Train"]})
+    for row in rows:
+        if row["diff"] is not None:
+            head = {"Arm": f"Δ {row['Arm']}", "Seeds": row["Seeds"], "Protocol": row["Protocol"]}
+            flat.append(head | {c: _diff(row, c) for c in columns} | {"Train": "paired with real-only"})
+    return flat
+
+
 def text_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """A fixed-width terminal table of seed-table rows; classes absent from val in every row are left out."""
+    """A fixed-width terminal table of seed-table rows (``mean±std`` over seeds), then each extra arm's
+    paired difference to real-only; classes absent from val in every row are left out."""
     if not rows:
         return "(no rows)"
-    columns = [c for c in rows[0] if c not in ("Arm", "Train", "Val") and any(r[c] is not None for r in rows)]
+    columns = _columns(rows)
     if len({r["Val"] for r in rows}) > 1:  # several validation versions: name each row's
         rows = [{**r, "Arm": f"{r['Arm']} on {r['Val']}"} for r in rows]
-    arm_width = max(len("Arm"), *(len(str(r["Arm"])) for r in rows))
-    header = f"{'Arm':<{arm_width}} " + " ".join(f"{SHORT_NAMES.get(c, c)[:7]:>7}" for c in columns)
+    labels = [str(r["Arm"]) for r in rows] + [f"Δ {r['Arm']}" for r in rows if r["diff"] is not None]
+    arm_width = max(len("Arm"), *(len(label) for label in labels))
+    width = 9 if any(r["Seeds"] > 1 for r in rows) else 7
+    header = f"{'Arm':<{arm_width}} " + " ".join(f"{SHORT_NAMES.get(c, c)[:7]:>{width}}" for c in columns)
     lines = [header, "-" * len(header)]
     for row in rows:
-        lines.append(f"{row['Arm']:<{arm_width}} " + " ".join(f"{_cell(row[c]):>7}" for c in columns))
+        cells = (_spread(row[c], row["std"][c]) for c in columns)
+        lines.append(f"{row['Arm']:<{arm_width}} " + " ".join(f"{cell:>{width}}" for cell in cells))
+    for row in rows:
+        if row["diff"] is not None:
+            cells = (_diff(row, c) for c in columns)
+            label = f"Δ {row['Arm']}"
+            lines.append(f"{label:<{arm_width}} " + " ".join(f"{cell:>{width}}" for cell in cells))
+    seeds = "/".join(str(n) for n in sorted({r["Seeds"] for r in rows}))
+    protocols = ", ".join(sorted({str(r["Protocol"]) for r in rows}))
+    lines.append(f"mean±std over {seeds} seed(s); Δ = paired difference to real-only "
+                 f"(same seeds, same real samples); protocol {protocols}")
     vals = sorted({r["Val"] for r in rows})
     lines.append(f"Val: {', '.join(vals)}")
     lines += [f"Train {r['Arm']}: {r['Train']}" for r in rows]
@@ -74,25 +126,21 @@ def bar(value: float | None, scale: float = 100.0, width: int = BAR_WIDTH) -> st
     return ("█" * full + (_EIGHTHS[rest] if rest else "")).ljust(width)
 
 
-def _delta(value: Any, base: Any) -> str:
-    if value is None or base is None or math.isnan(value) or math.isnan(base):
-        return "–"
-    return f"{value - base:+.1f}"
-
-
 def markdown_section(task: str, rows: Sequence[Mapping[str, Any]]) -> str:
-    """One task: per class a bar and value per arm, and each extra arm's delta against real-only."""
+    """One task: per class a bar and mean ± std per arm, and each extra arm's paired difference to
+    real-only (mean ± std over seeds)."""
     class_metric, summary_metric, classes = TABLE_METRICS[task]
-    base = next((r for r in rows if r["Arm"] == "real-only"), rows[0])
-    others = [r for r in rows if r is not base]
+    others = [r for r in rows if r["diff"] is not None]
     head = ["class", *(r["Arm"] for r in rows), *(f"Δ {r['Arm']}" for r in others)]
-    lines = [f"### {TITLES[task]}", "", f"Val: `{base['Val']}`", "",
+    seeds = "/".join(str(n) for n in sorted({r["Seeds"] for r in rows}))
+    lines = [f"### {TITLES[task]}", "", f"Val: `{rows[0]['Val']}` · mean ± std over {seeds} seed(s) · "
+             "Δ: paired difference to real-only", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name in [*classes, summary_metric]:
         if all(r.get(name) is None for r in rows):
             continue  # class absent from val in every arm
-        cells = [f"`{bar(r.get(name))}` {_cell(r.get(name))}" for r in rows]
-        deltas = [_delta(r.get(name), base.get(name)) for r in others]
+        cells = [f"`{bar(r.get(name))}` {_spread(r.get(name), r['std'].get(name))}" for r in rows]
+        deltas = [_diff(r, name) for r in others]
         label = f"**{name}**" if name == summary_metric else name
         lines.append("| " + " | ".join([label, *cells, *deltas]) + " |")
     lines += ["", "Train: " + "; ".join(f"{r['Arm']} = `{r['Train']}`" for r in rows), ""]
@@ -102,9 +150,11 @@ def markdown_section(task: str, rows: Sequence[Mapping[str, Any]]) -> str:
 def markdown_report(results: Sequence[Mapping[str, Any]]) -> str:
     """The flow's markdown artifact: one section per task, plus arm timings and cache hits."""
     sections = [markdown_section(task, rows) for task, rows in task_tables(results).items()]
-    timing = ["| task | arm | trained (s) | evaluated (s) | cached |", "|---|---|---|---|---|"]
+    timing = ["| task | arm | seed | real samples | extra samples | trained (s) | evaluated (s) | cached |",
+              "|---|---|---|---|---|---|---|---|"]
     timing += [
-        f"| {r['task']} | {r['label']} | {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} | "
+        f"| {r['task']} | {r['label']} | {r['seeds']['seed']} | {r['real_samples_seen']} | "
+        f"{r['extra_samples_seen']} | {r['train_seconds']:.0f} | {r['eval_seconds']:.0f} | "
         f"{'yes' if r['cached'] else 'no'} |"
         for r in results
     ]

@@ -23,6 +23,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from sim2real.models import backbone_weights
 from sim2real.models.metrics.detection import DetectionMetrics, detection_metrics
 from sim2real.storage.taxonomy import DETECTION_CLASSES
 
@@ -46,6 +47,7 @@ class DetectorConfig:
     box_score_thresh: float = 0.01  # keep low-score detections: AP needs the whole ranking
     box_detections_per_img: int = 100  # COCO's maxDets
     num_classes: int = len(DETECTION_CLASSES) + 1  # 8 detection classes + background
+    backbone_weights: str | None = None  # state-dict file or torchvision weights name; None: random init
 
     @classmethod
     def from_dict(cls, data: dict) -> DetectorConfig:
@@ -138,8 +140,12 @@ def _feature_names(backbone: nn.Module) -> list[str]:
 
 
 def build_detector(config: DetectorConfig) -> FasterRCNN:
-    """A freshly initialised Faster R-CNN (random weights; nothing is downloaded)."""
+    """A freshly initialised Faster R-CNN: random weights, or the backbone body from
+    ``config.backbone_weights`` (a file on disk; nothing is downloaded; ``BackboneWeightsError`` names a
+    missing or wrong file). The FPN and heads always start random."""
     backbone = get_backbone(config.backbone, config.fpn_channels)
+    if config.backbone_weights:
+        backbone_weights.load_into(backbone.body, config.backbone_weights)
     names = _feature_names(backbone)
     if len(config.anchor_sizes) != len(names):
         raise ValueError(
@@ -245,7 +251,8 @@ def load_detector(data: bytes, source: str = "<bytes>") -> FasterRCNN:
     """Rebuild a detector from :func:`checkpoint_bytes` output (``weights_only=True``)."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        model = build_detector(DetectorConfig.from_dict(checkpoint["config"]))
+        config = DetectorConfig.from_dict({**checkpoint["config"], "backbone_weights": None})
+        model = build_detector(config)  # every weight comes from the checkpoint
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{source}: not a detector checkpoint: {exc}") from exc

@@ -3,6 +3,15 @@
 Detection and segmentation sit in an explicit registry of :class:`PerceptionTask` entries that say how
 to build, batch, train, evaluate and checkpoint each model; :func:`fit` and :func:`evaluate` are the same
 four-line loops for both. Metrics come back as plain dicts (percent, NaN = class absent from val).
+
+The protocol is fair by construction: extra data is *added* to the real data, never substituted. Every
+arm of one seed starts from the same initial weights and sees the same real samples, in the same order
+and with the same flips (the real stream and its flips are seeded apart from the extras);
+
+* ``added``: each epoch, ``samples_per_epoch`` real samples plus ``weight × samples_per_epoch`` samples
+  of each extra version, interleaved at seeded positions (real-only: the real samples alone);
+* ``pretrain-finetune``: ``epochs`` epochs on the extra versions alone, then exactly the real-only
+  schedule on the real samples (a fresh optimiser and learning-rate schedule).
 """
 
 from __future__ import annotations
@@ -12,16 +21,17 @@ import hashlib
 import inspect
 import itertools
 import math
+import random
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from sim2real.models import detector, segmenter
+from sim2real.models import backbone_weights, detector, segmenter
 from sim2real.models.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
 from sim2real.models.perception_data import (
     FrameTensors,
@@ -32,16 +42,20 @@ from sim2real.models.perception_data import (
 )
 from sim2real.storage.taxonomy import TRAIN_CLASSES
 
+T = TypeVar("T")
+#: How extra data joins the real data (see the module docstring).
+PROTOCOLS: tuple[str, ...] = ("added", "pretrain-finetune")
+
 #: Metrics in percent: ``{"per_class": {class: {metric: value}}, "summary": {metric: value}}``.
 Metrics = dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation of one model; an epoch is a fixed number of samples drawn from the mixed stream."""
+    """Optimisation of one model; an epoch is a fixed number of real samples (plus any added extras)."""
 
-    epochs: int = 2  # passes of samples_per_epoch samples each
-    samples_per_epoch: int = 32  # samples per epoch, whatever the sizes of the mixed versions
+    epochs: int = 2  # passes of samples_per_epoch real samples each
+    samples_per_epoch: int = 32  # real samples per epoch, whatever the size of the real version
     batch_size: int = 4  # images per step
     optimizer: str = "adamw"  # adamw or sgd
     lr: float = 1e-3  # peak learning rate after warm-up
@@ -50,10 +64,6 @@ class TrainConfig:
     warmup_steps: int = 10  # linear warm-up steps, then cosine decay to zero
     flip_probability: float = 0.5  # chance of a left-right mirror per training sample
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.samples_per_epoch / self.batch_size)
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -83,15 +93,19 @@ class ArmRun:
 
     task: str  # a key of the task registry
     label: str  # "real-only" or "real+NAME"
-    train: tuple[tuple[str, float], ...]  # resolved ``name@version`` refs and their mix weights
+    train: tuple[tuple[str, float], ...]  # real ``name@version`` first (weight 1), then each extra with
+    #                                       its samples per real sample
     val: str  # resolved ``name@version`` of the evaluation version
     model_config: Any  # DetectorConfig or SegmenterConfig
     train_config: TrainConfig
     data: DataOptions
     seed: int
+    protocol: str = "added"  # one of PROTOCOLS
 
     def fingerprint(self) -> dict[str, Any]:
-        """Everything that determines the trained model and its metrics (hashed into the arm id)."""
+        """Everything that determines the trained model and its metrics (hashed into the arm id),
+        including the content of any backbone weights file (a replaced file is a new arm)."""
+        weights = getattr(self.model_config, "backbone_weights", None)
         return {
             "task": self.task,
             "train": [list(pair) for pair in self.train],
@@ -100,6 +114,8 @@ class ArmRun:
             "train_config": config_dict(self.train_config),
             "data": config_dict(self.data),
             "seeds": {"seed": self.seed},
+            "protocol": self.protocol,
+            **({"backbone_weights_sha256": backbone_weights.digest(weights)} if weights else {}),
             "code_version": code_version(),
         }
 
@@ -181,10 +197,10 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def make_scheduler(
-    optimizer: torch.optim.Optimizer, config: TrainConfig
+    optimizer: torch.optim.Optimizer, config: TrainConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step linear warm-up then cosine decay over ``epochs × steps_per_epoch`` steps."""
-    total = max(1, config.epochs * config.steps_per_epoch)
+    """Per-step linear warm-up then cosine decay to zero over ``total_steps`` steps."""
+    total = max(1, total_steps)
     warmup = min(config.warmup_steps, total - 1)
 
     def factor(step: int) -> float:
@@ -196,30 +212,110 @@ def make_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+PRETRAIN_EPOCH_OFFSET = 1_000_000  # pre-training epochs are numbered from here (own seeds)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """A stretch of training with its own optimiser: per epoch, how many samples of each version."""
+
+    epochs: tuple[int, ...]  # the epoch numbers (they seed the streams, flips and interleaving)
+    counts: tuple[int, ...]  # samples per epoch of each training version (real first)
+
+    def steps(self, batch_size: int) -> int:
+        return len(self.epochs) * math.ceil(sum(self.counts) / batch_size)
+
+
+def schedule(train: TrainConfig, weights: Sequence[float], protocol: str) -> list[Phase]:
+    """The phases of an arm. ``weights``: 1 for the real version, then extra samples per real sample.
+
+    The real samples of every arm are the real-only arm's: the same epochs, the same counts.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; known: {list(PROTOCOLS)}")
+    real = train.samples_per_epoch
+    extras = tuple(round(w * real) for w in weights[1:])
+    epochs = tuple(range(train.epochs))
+    if protocol == "added" or not any(extras):
+        return [Phase(epochs, (real, *extras))]
+    pretrain = tuple(PRETRAIN_EPOCH_OFFSET + e for e in epochs)  # streams seeded apart from the real ones
+    return [Phase(pretrain, (0, *extras)), Phase(epochs, (real, *(0 for _ in extras)))]
+
+
+def interleave(streams: Sequence[Iterable[T]], counts: Sequence[int], rng: random.Random) -> Iterator[T]:
+    """``counts[i]`` items of stream ``i`` each, at positions shuffled by ``rng``; every stream keeps its
+    own order, so stream 0 gives the same items in the same order whatever the other streams are."""
+    order = [i for i, count in enumerate(counts) for _ in range(count)]
+    rng.shuffle(order)
+    iterators = [iter(stream) for stream in streams]
+    for index in order:
+        item = next(iterators[index], None)
+        if item is not None:
+            yield item
+
+
+class RealSamplesSeen:
+    """Counts and fingerprints the real frames one arm trains on (key and pixels, so flips count)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._digest = hashlib.sha256()
+
+    def watch(self, items: Iterable[FrameTensors]) -> Iterator[FrameTensors]:
+        for item in items:
+            self.count += 1
+            self._digest.update(item.key.encode())
+            self._digest.update(item.image.numpy().tobytes())
+            yield item
+
+    @property
+    def digest(self) -> str:
+        return self._digest.hexdigest()[:16]
+
+
 def fit(
     task: str,
     model_config: Any,
     train: TrainConfig,
-    samples_for_epoch: Callable[[int], Iterable[Sample]],
+    samples_for_epoch: Callable[[int], Sequence[Iterable[Sample]]],
+    weights: Sequence[float],
     data: DataOptions,
     device: torch.device | str,
     seed: int,
-) -> tuple[nn.Module, list[dict[str, float]]]:
-    """Build a fresh model (seeded) and train it; ``samples_for_epoch(epoch)`` gives that epoch's stream."""
+    protocol: str = "added",
+) -> tuple[nn.Module, list[dict[str, float]], dict[str, Any]]:
+    """Build a fresh model (seeded) and train it under ``protocol`` (see the module docstring).
+
+    ``samples_for_epoch(epoch)`` gives that epoch's stream of each training version (real first), each
+    seeded by the epoch only. Returns the model, per-epoch losses and what it saw: ``real_samples_seen``,
+    ``extra_samples_seen`` and ``real_samples_digest`` (equal across the arms of one seed).
+    """
     spec = get_task(task)
     device = torch.device(device)
     torch.manual_seed(seed)
     model = spec.build(model_config).to(device)
-    optimizer = make_optimizer(model, train)
-    scheduler = make_scheduler(optimizer, train)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and train.amp else None
-    history = []
-    for epoch in range(train.epochs):
-        items = frames(samples_for_epoch(epoch), data.image_size, train.flip_probability,
-                       seed=seed * 1_000 + epoch, limit=train.samples_per_epoch, min_box_px=data.min_box_px)
-        batches = spec.batches(items, train.batch_size)
-        history.append(spec.train_one_epoch(model, optimizer, batches, device, epoch, scaler, scheduler))
-    return model, history
+    real = RealSamplesSeen()
+    history: list[dict[str, float]] = []
+    extra_seen = 0
+    for phase in schedule(train, weights, protocol):
+        optimizer = make_optimizer(model, train)
+        scheduler = make_scheduler(optimizer, train, phase.steps(train.batch_size))
+        for epoch in phase.epochs:
+            streams = [
+                frames(stream, data.image_size, train.flip_probability, seed=seed * 1_000 + epoch + 7_919 * i,
+                       limit=count, min_box_px=data.min_box_px)
+                for i, (stream, count) in enumerate(zip(samples_for_epoch(epoch), phase.counts, strict=True))
+            ]
+            streams[0] = real.watch(streams[0])
+            items = interleave(streams, phase.counts, random.Random(f"{seed}:{epoch}"))
+            batches = spec.batches(items, train.batch_size)
+            history.append(spec.train_one_epoch(model, optimizer, batches, device, len(history), scaler,
+                                                scheduler))
+            extra_seen += sum(phase.counts[1:])
+    seen = {"real_samples_seen": real.count, "extra_samples_seen": extra_seen,
+            "real_samples_digest": real.digest}
+    return model, history, seen
 
 
 def evaluate(
@@ -237,15 +333,15 @@ def evaluate(
 
 def train_and_evaluate(
     run: ArmRun,
-    samples_for_epoch: Callable[[int], Iterable[Sample]],
+    samples_for_epoch: Callable[[int], Sequence[Iterable[Sample]]],
     val_samples: Callable[[], Iterable[Sample]],
     device: torch.device | str,
 ) -> tuple[bytes, dict[str, Any]]:
     """Train the arm's model, evaluate it on val; return checkpoint bytes and a JSON-ready result."""
     spec = get_task(run.task)
     started = time.perf_counter()
-    model, history = fit(run.task, run.model_config, run.train_config, samples_for_epoch, run.data,
-                         device, run.seed)
+    model, history, seen = fit(run.task, run.model_config, run.train_config, samples_for_epoch,
+                               [w for _, w in run.train], run.data, device, run.seed, run.protocol)
     trained = time.perf_counter()
     val = val_samples()
     if run.data.max_val_samples is not None:
@@ -256,6 +352,7 @@ def train_and_evaluate(
         "label": run.label,
         "metrics": _json_metrics(metrics),
         "history": history,
+        **seen,
         "train_seconds": round(trained - started, 3),
         "eval_seconds": round(time.perf_counter() - trained, 3),
         "device": str(device),

@@ -20,6 +20,7 @@ from torch import nn
 from torchvision import models as tv_models
 from torchvision.models._utils import IntermediateLayerGetter
 
+from sim2real.models import backbone_weights
 from sim2real.models.metrics.segmentation import confusion_matrix
 from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
@@ -38,6 +39,7 @@ class SegmenterConfig:
     low_level_channels: int = 48  # channels the stride-4 skip features are projected to
     decoder_channels: int = 128  # channels of the two 3×3 decoder convs
     num_classes: int = NUM_TRAIN_CLASSES  # 19 Cityscapes trainIds
+    backbone_weights: str | None = None  # state-dict file or torchvision weights name; None: random init
 
     @classmethod
     def from_dict(cls, data: dict) -> SegmenterConfig:
@@ -212,8 +214,12 @@ class DeepLabV3Plus(nn.Module):
 
 
 def build_segmenter(config: SegmenterConfig) -> DeepLabV3Plus:
-    """A freshly initialised DeepLabV3+ (random weights; nothing is downloaded)."""
-    return DeepLabV3Plus(config)
+    """A freshly initialised DeepLabV3+: random weights, or the backbone from ``config.backbone_weights``
+    (a file on disk; nothing is downloaded; ``BackboneWeightsError`` names a missing or wrong file)."""
+    model = DeepLabV3Plus(config)
+    if config.backbone_weights:
+        backbone_weights.load_into(model.backbone.body, config.backbone_weights)
+    return model
 
 
 def train_one_epoch(
@@ -290,7 +296,8 @@ def load_segmenter(data: bytes, source: str = "<bytes>") -> DeepLabV3Plus:
     """Rebuild a segmenter from :func:`checkpoint_bytes` output (``weights_only=True``)."""
     try:
         checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        model = build_segmenter(SegmenterConfig.from_dict(checkpoint["config"]))
+        config = SegmenterConfig.from_dict({**checkpoint["config"], "backbone_weights": None})
+        model = build_segmenter(config)  # every weight comes from the checkpoint
         model.load_state_dict(checkpoint["model"])
     except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
         raise ValueError(f"{source}: not a segmenter checkpoint: {exc}") from exc

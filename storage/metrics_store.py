@@ -1,10 +1,16 @@
-"""The metrics store: ``{root}/metrics/metrics.parquet``, one row per dataset version × arm × task ×
-class × metric, appended atomically (the whole new table is written to a temporary name and renamed).
+"""The metrics store: ``{root}/metrics/metrics.parquet``, one row per dataset version × arm × seed ×
+task × class × metric, appended atomically (the whole new table is written to a temporary name and
+renamed).
 
 Values are percentages; NaN means the class has no ground truth in the validation version. Rows carry
-the run id, time, profile, seeds and the model/train config (JSON strings), so every number can be
-traced back to the inputs that produced it. One writer at a time per root: an append reads the current
-table, adds rows and replaces the file, so two concurrent appends can lose one of them.
+the run id, time, profile, protocol, seed, how many real (and extra) samples the model trained on and
+the model/train config (JSON strings), so every number can be traced back to the inputs that produced
+it. Tables written before the protocol columns existed read back with those columns null. One writer
+at a time per root: an append reads the current table, adds rows and replaces the file, so two
+concurrent appends can lose one of them.
+
+:func:`seed_table` turns rows into the seed paper's table shape with the mean ± std over seeds of each
+class, and each real+EXTRA arm's paired difference to real-only (same seed, same real samples).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from sim2real.storage.shards import write_atomic
 
 METRICS_FILE = "metrics/metrics.parquet"
 SUMMARY_CLASS = "all"  # class_name of the mAP / mIoU rows
+REAL_ONLY = "real-only"  # the arm every other arm is compared with
 
 METRICS_SCHEMA = pa.schema([
     ("run_id", pa.string()),  # the flow run that wrote the row
@@ -39,11 +46,19 @@ METRICS_SCHEMA = pa.schema([
     ("metric", pa.string()),  # AP, AP50, mAP, mAP50, IoU, mIoU, pixel_accuracy
     ("value", pa.float64()),  # percent; NaN = class absent from val
     ("seeds", pa.string()),  # JSON
+    ("protocol", pa.string()),  # how extra data joined the real data: added / pretrain-finetune
+    ("seed", pa.int64()),  # the arm's seed (init, sample order, flips)
+    ("real_samples_seen", pa.int64()),  # real training samples (equal across the arms of one run)
+    ("extra_samples_seen", pa.int64()),  # extra training samples (0 for real-only)
     ("model_config", pa.string()),  # JSON
     ("train_config", pa.string()),  # JSON
     ("code_version", pa.string()),
     ("device", pa.string()),
 ])
+
+
+#: Columns added after the first tables were written; read back as nulls from older files.
+LATER_COLUMNS = {"protocol", "seed", "real_samples_seen", "extra_samples_seen"}
 
 
 class MetricsStoreError(ValueError):
@@ -63,6 +78,8 @@ class MetricsStore:
             return METRICS_SCHEMA.empty_table()
         with self.fs.open(self.path, "rb") as handle:
             table = pq.read_table(handle)
+        for name in LATER_COLUMNS - set(table.column_names):  # older tables: unknown, not zero
+            table = table.append_column(name, pa.nulls(table.num_rows, METRICS_SCHEMA.field(name).type))
         missing = set(METRICS_SCHEMA.names) - set(table.column_names)
         if missing:
             raise MetricsStoreError(f"{self.path}: missing columns {sorted(missing)}")
@@ -86,14 +103,15 @@ class MetricsStore:
         return set(self.read().column("arm_id").to_pylist())
 
     def latest_rows(self, version: str | None = None) -> list[dict[str, Any]]:
-        """The newest row of each (train versions, val, task, class, metric); optionally only rows that
-        mention ``version`` (``name@version``) as real, extra or val version."""
+        """The newest row of each (train versions, val, protocol, seed, task, class, metric); optionally
+        only rows that mention ``version`` (``name@version``) as real, extra or val version."""
         rows = self.read().to_pylist()
         if version:
             rows = [r for r in rows if version in (r["real_version"], r["extra_version"], r["val_version"])]
         newest: dict[tuple, dict[str, Any]] = {}
         for row in sorted(rows, key=lambda r: r["time"]):
-            key = (row["train_versions"], row["val_version"], row["task"], row["class_name"], row["metric"])
+            key = (row["train_versions"], row["val_version"], row["protocol"], row["seed"], row["task"],
+                   row["class_name"], row["metric"])
             newest[key] = row
         return list(newest.values())
 
@@ -105,24 +123,61 @@ def seed_table(
     class_metric: str,
     summary_metric: str,
 ) -> list[dict[str, Any]]:
-    """The seed paper's table shape: one row per (Train, Val), a column per class (in ``classes`` order)
-    and the mean. Classes with no value (absent from val) are ``None``; real-only rows come first.
+    """The seed paper's table shape over seeds: one row per (arm, Train, Val, protocol) with ``Seeds``
+    (how many), a column per class (in ``classes`` order) and the summary metric holding the mean over
+    seeds, ``std`` (sample std per column, ``None`` under two seeds) and, for every arm but real-only,
+    ``diff``: per column the paired difference to the real-only arm of the same real and val versions
+    and protocol over the seeds both have (``{"mean", "std", "n"}``). Classes with no value (absent
+    from val) are ``None``; real-only rows come first.
     """
-    pivot: dict[tuple[str, str, str], dict[str, Any]] = {}
+    columns = [*classes, summary_metric]
+    values: dict[tuple, dict[str, dict[Any, float]]] = {}
     for row in rows:
         if row["task"] != task or row["metric"] not in (class_metric, summary_metric):
             continue
-        line = pivot.setdefault(
-            (row["arm"], row["train_versions"], row["val_version"]),
-            {"Arm": row["arm"], "Train": row["train_versions"], "Val": row["val_version"]}
-            | dict.fromkeys(classes)
-            | {summary_metric: None},
-        )
-        value = row["value"]
-        value = None if value is None or math.isnan(value) else round(float(value), 1)
+        key = (row["arm"], row["train_versions"], row["val_version"], row.get("protocol"),
+               row["real_version"])
         column = summary_metric if row["metric"] == summary_metric else row["class_name"]
-        line[column] = value
-    return [pivot[key] for key in sorted(pivot, key=lambda k: (k[0] != "real-only", k))]
+        value = row["value"]
+        if value is not None and not math.isnan(value) and column in columns:
+            values.setdefault(key, {c: {} for c in columns})[column][row.get("seed")] = float(value)
+        else:
+            values.setdefault(key, {c: {} for c in columns})
+    table = []
+    for key in sorted(values, key=lambda k: (k[0] != REAL_ONLY, k[:4])):
+        arm, train, val, protocol, real = key
+        per_seed = values[key]
+        seeds = {seed for cells in per_seed.values() for seed in cells}
+        line: dict[str, Any] = {"Arm": arm, "Train": train, "Val": val, "Protocol": protocol,
+                                "Seeds": len(seeds)}
+        line |= {c: _mean(per_seed[c].values()) for c in columns}
+        line["std"] = {c: _std(per_seed[c].values()) for c in columns}
+        base = values.get((REAL_ONLY, real, val, protocol, real)) if arm != REAL_ONLY else None
+        line["diff"] = None if base is None else {c: _paired(per_seed[c], base[c]) for c in columns}
+        table.append(line)
+    return table
+
+
+def _mean(values: Iterable[float]) -> float | None:
+    values = list(values)
+    return round(sum(values) / len(values), 2) if values else None
+
+
+def _std(values: Iterable[float]) -> float | None:
+    """Sample standard deviation (n − 1); ``None`` under two values."""
+    values = list(values)
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return round(math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)), 2)
+
+
+def _paired(arm: Mapping[Any, float], base: Mapping[Any, float]) -> dict[str, Any] | None:
+    """Mean and std of ``arm[seed] − base[seed]`` over the seeds both have."""
+    differences = [arm[seed] - base[seed] for seed in sorted(set(arm) & set(base), key=str)]
+    if not differences:
+        return None
+    return {"mean": _mean(differences), "std": _std(differences), "n": len(differences)}
 
 
 def arm_rows(
@@ -143,6 +198,10 @@ def arm_rows(
         "extra_version": train_refs[1] if len(train_refs) > 1 else None,
         "val_version": result["val"],
         "seeds": json.dumps(result["seeds"], sort_keys=True),
+        "protocol": result.get("protocol"),
+        "seed": result["seeds"].get("seed"),
+        "real_samples_seen": result.get("real_samples_seen"),
+        "extra_samples_seen": result.get("extra_samples_seen"),
         "model_config": json.dumps(result["model_config"], sort_keys=True),
         "train_config": json.dumps(result["train_config"], sort_keys=True),
         "code_version": result["code_version"],

@@ -33,18 +33,18 @@ def resolve_versions(root: str, refs: Sequence[str]) -> dict[str, str]:
     return {ref: store.open(ref).ref for ref in refs}
 
 
-def _training_stream(
-    urls: Sequence[list[str]], weights: Sequence[float], shuffle_buffer: int, seed: int
-) -> Callable[[int], Iterable[perception_data.Sample]]:
-    """Per epoch: endless shuffled stream of each version, mixed with ``weights`` (seeded per epoch)."""
+def _training_streams(
+    urls: Sequence[list[str]], shuffle_buffer: int, seed: int
+) -> Callable[[int], list[Iterable[perception_data.Sample]]]:
+    """Per epoch: an endless shuffled stream of each version, seeded by (seed, epoch, position) only,
+    so the real version (position 0) streams the same samples in every arm."""
 
-    def for_epoch(epoch: int) -> Iterable[perception_data.Sample]:
+    def for_epoch(epoch: int) -> list[Iterable[perception_data.Sample]]:
         base = seed + 7919 * epoch
-        streams = [
+        return [
             decoded_samples(shards, shuffle_buffer=shuffle_buffer, seed=base + i, resampled=True)
             for i, shards in enumerate(urls)
         ]
-        return perception_data.mix_streams(streams, weights, seed=seed + epoch)
 
     return for_epoch
 
@@ -65,7 +65,7 @@ def train_evaluate_arm(root: str, run: perception_train.ArmRun, device: str) -> 
     datasets = DatasetStore(root)
     urls = [datasets.open(ref).shard_urls for ref, _ in run.train]
     val_urls = datasets.open(run.val).shard_urls
-    stream = _training_stream(urls, [w for _, w in run.train], run.data.shuffle_buffer, run.seed)
+    stream = _training_streams(urls, run.data.shuffle_buffer, run.seed)
     checkpoint, result = perception_train.train_and_evaluate(
         run, stream, lambda: decoded_samples(val_urls), device
     )
