@@ -87,8 +87,12 @@ def ingest(
         f"{result['quarantined']} quarantined → {result['path']}"
     )
     if result["unknown_ids"]:
-        counts = ", ".join(f"id {k}: {v} px" for k, v in list(result["unknown_ids"].items())[:10])
-        human += f"\nunknown source ids mapped to ignore (255): {counts}"
+        counts = ", ".join(f"{'' if k.startswith('#') else 'id '}{k}: {v} px"
+                           for k, v in list(result["unknown_ids"].items())[:10])
+        human += f"\nunknown source ids/colours mapped to ignore (255): {counts}"
+    if result.get("dropped_boxes"):
+        counts = ", ".join(f"{k}: {v}" for k, v in result["dropped_boxes"].items())
+        human += f"\nsource boxes without a detection class (dropped): {counts}"
     emit(result, as_json, human)
 
 

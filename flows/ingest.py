@@ -87,4 +87,5 @@ def summary(version: Any, created: bool) -> dict[str, Any]:
         "path": version.path,
         "created": created,
         "unknown_ids": version.info.get("unknown_ids", {}),
+        "dropped_boxes": version.info.get("dropped_boxes", {}),
     }

@@ -19,7 +19,7 @@ from sim2real import __version__
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
 from sim2real.storage.schema import SchemaError
 from sim2real.storage.shards import write_shard
-from sim2real.storage.sources.base import BadFrame, SourceFrame, get_format
+from sim2real.storage.sources.base import BadFrame, SourceFrame, get_format, load_frame, printable
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
 
 SCHEMA_VERSION = 1
@@ -115,20 +115,22 @@ def build_shard(
     shard_file = shard_file_name(name, index)
     samples, rows, quarantine = [], [], []
     unknown_ids: dict[str, int] = {}
+    dropped_boxes: dict[str, int] = {}
     for frame in frames:
         try:
-            loaded = importer.load(frame)
+            loaded = load_frame(importer, frame)
             members = with_member_hashes(frame.key, loaded.members)
         except BadFrame as exc:
             quarantine.append({"key": frame.key, "path": exc.path, "reason": exc.reason})
             continue
         except SchemaError as exc:
-            quarantine.append(
-                {"key": frame.key, "path": next(iter(frame.files.values())), "reason": str(exc)}
-            )
+            path = printable(next(iter(frame.files.values())))
+            quarantine.append({"key": frame.key, "path": path, "reason": printable(str(exc))})
             continue
         for source_id, count in loaded.unknown_ids.items():
             unknown_ids[str(source_id)] = unknown_ids.get(str(source_id), 0) + int(count)
+        for category, count in loaded.dropped_boxes.items():
+            dropped_boxes[category] = dropped_boxes.get(category, 0) + int(count)
         samples.append((frame.key, members))
         rows.append(manifest_row(frame.key, shard_file, members))
     info = write_shard(store.fs, store.shard_path(name, version, index), samples)
@@ -137,6 +139,7 @@ def build_shard(
         "rows": rows,
         "quarantine": quarantine,
         "unknown_ids": unknown_ids,
+        "dropped_boxes": dropped_boxes,
     }
     store.write_json(part_path, part)
     return part
@@ -145,9 +148,12 @@ def build_shard(
 def commit_ingest(store: DatasetStore, plan: IngestPlan, parts: Sequence[Mapping[str, Any]]) -> Version:
     """Commit the version from every shard's part (``version.json`` last)."""
     unknown: dict[str, int] = {}
+    dropped: dict[str, int] = {}
     for part in parts:
         for source_id, count in part["unknown_ids"].items():
             unknown[source_id] = unknown.get(source_id, 0) + count
+        for category, count in part.get("dropped_boxes", {}).items():
+            dropped[category] = dropped.get(category, 0) + count
     info = {
         "kind": "ingest",
         "source_dir": plan.source_dir,
@@ -159,6 +165,7 @@ def commit_ingest(store: DatasetStore, plan: IngestPlan, parts: Sequence[Mapping
         },
         "mapping_table": dict(plan.mapping_table),
         "unknown_ids": dict(sorted(unknown.items())),
+        "dropped_boxes": dict(sorted(dropped.items())),  # source boxes with no detection class, by category
         "code_version": __version__,
         "schema_version": SCHEMA_VERSION,
     }

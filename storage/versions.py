@@ -44,6 +44,10 @@ class VersionNotFound(LookupError):
     """The requested ``name@version`` has no committed version under the root."""
 
 
+class EmptyVersion(ValueError):
+    """A version would hold no samples: it is not committed (a reader would find nothing)."""
+
+
 def content_hash(payload: Any, length: int = 16) -> str:
     """A short sha256 of a JSON-serialisable payload (sorted keys): the version/checkpoint id rule."""
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str).encode()
@@ -251,8 +255,11 @@ def commit_version(
             if s["nsamples"] > 0
         ],
     }
-    store.write_table(f"{vdir}/{MANIFEST_FILE}", manifest)
     store.write_table(f"{vdir}/{QUARANTINE_FILE}", pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
+    if manifest.num_rows == 0:
+        raise EmptyVersion(empty_version_message(f"{name}@{version}", quarantine_rows,
+                                                 store.url(f"{vdir}/{QUARANTINE_FILE}")))
+    store.write_table(f"{vdir}/{MANIFEST_FILE}", manifest)
     store.write_json(f"{vdir}/{INDEX_FILE}", index)
     full_info = {
         **info,
@@ -267,6 +274,16 @@ def commit_version(
     if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
         store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
     return Version(store, name, version, full_info)
+
+
+def empty_version_message(ref: str, quarantine_rows: Sequence[Mapping[str, Any]], where: str) -> str:
+    """Why ``ref`` is not committed: no samples, with the first quarantine reasons and where all are."""
+    if not quarantine_rows:
+        return f"{ref}: no samples and nothing quarantined; nothing committed"
+    first = "; ".join(f"{r['path']}: {r['reason']}" for r in quarantine_rows[:3])
+    more = f" (+{len(quarantine_rows) - 3} more)" if len(quarantine_rows) > 3 else ""
+    return (f"{ref}: no samples: all {len(quarantine_rows)} frame(s) quarantined, nothing committed; "
+            f"{first}{more}; every reason in {where}")
 
 
 def default_root() -> str:

@@ -21,10 +21,25 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 
+def printable(text: str) -> str:
+    """``text`` as valid UTF-8 for messages, JSON and parquet.
+
+    A POSIX file name is bytes; Python hands the bytes that are not UTF-8 over as surrogate escapes
+    (PEP 383), which no UTF-8 writer accepts. They are shown as ``\\xNN`` here; where the exact name
+    must be kept, :func:`sim2real.storage.sources.convert.file_names` also records its bytes in hex.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 class BadFrame(ValueError):
-    """A frame cannot be ingested. ``path`` is the offending file, ``reason`` says why."""
+    """A frame cannot be ingested. ``path`` is the offending file, ``reason`` says why (for people)."""
 
     def __init__(self, key: str, path: str, reason: str) -> None:
+        path, reason = printable(path), printable(reason)
         super().__init__(f"{path}: frame {key!r}: {reason}")
         self.key = key
         self.path = path
@@ -40,12 +55,19 @@ class SourceFrame:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
 
+#: ``SourceFrame.extra`` key of a frame refused at discovery (e.g. its key collides); the value is the
+#: reason. :func:`load_frame` quarantines such a frame instead of loading it.
+REFUSED = "refused"
+
+
 @dataclass
 class LoadedFrame:
-    """A frame's canonical members, plus per-id counts of label ids that mapped to ignore (255)."""
+    """A frame's canonical members, plus per-id counts of label ids that mapped to ignore (255) and
+    per-class counts of source boxes that have no detection class (dropped)."""
 
     members: dict[str, bytes]
-    unknown_ids: dict[int, int] = field(default_factory=dict)
+    unknown_ids: dict[int | str, int] = field(default_factory=dict)  # id, or colour as colour_name
+    dropped_boxes: dict[str, int] = field(default_factory=dict)
 
 
 class SourceFormat(Protocol):
@@ -64,6 +86,13 @@ class SourceFormat(Protocol):
     def mapping_table(self) -> dict[str, Any]:
         """The id mapping this format applies (recorded in the version's ``version.json``)."""
         ...
+
+
+def load_frame(importer: SourceFormat, frame: SourceFrame) -> LoadedFrame:
+    """``importer.load(frame)``, or :class:`BadFrame` for a frame refused at discovery."""
+    if REFUSED in frame.extra:
+        raise BadFrame(frame.key, next(iter(frame.files.values()), "?"), str(frame.extra[REFUSED]))
+    return importer.load(frame)
 
 
 _FORMATS: dict[str, Callable[[], SourceFormat]] = {}

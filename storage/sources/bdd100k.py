@@ -7,14 +7,19 @@ Layout (``ROOT`` holds the unpacked ``bdd100k_images_10k``, ``bdd100k_sem_seg_la
     ROOT/labels/sem_seg/masks/{split}/{name}.png     8-bit trainIds 0..18, 255 = ignore
     ROOT/labels/det_20/det_{split}.json              [{"name": "{name}.jpg", "attributes": {...},
                                                        "labels": [{"id", "category", "box2d"}]}]
+    ROOT/labels/bdd100k_labels_images_{split}.json   the 2018 release's labels (same form), used when
+                                                     there is no det_20 file
 
 Masks already hold trainIds; a mask that holds nothing else is stored byte for byte, otherwise other
 values become 255 (counted as unknown) and the original is kept as ``seg_src.png``. Detection
-categories map to ours (pedestrian → person; rider, car, truck, bus, train, motorcycle, bicycle kept);
-others (traffic light, traffic sign, other vehicle, other person, trailer) are dropped and counted in
-``meta.json``. ``box2d`` is in inclusive pixel coordinates; boxes become integer, exclusive ``x2``/``y2``,
-clipped to the image. A frame absent from the detection file gets no ``boxes.json`` (unknown is not
-"no objects"). Option ``split``: ``train`` (default) or ``val``.
+categories map to ours in both of BDD100K's vocabularies: the 2020 ``det_20`` one (pedestrian → person;
+rider, car, truck, bus, train, motorcycle, bicycle kept) and the 2018 one of ``bdd100k_labels_images_*``
+(person, rider, car, truck, bus, train, ``motor`` → motorcycle, ``bike`` → bicycle). Other categories
+(traffic light, traffic sign, other vehicle, other person, trailer, and the 2018 ``lane``/``drivable
+area`` poly2d labels) are dropped and counted by category, per frame in ``meta.json`` and per version
+in ``version.json``'s ``dropped_boxes``. ``box2d`` is in inclusive pixel coordinates; boxes become
+integer, exclusive ``x2``/``y2``, clipped to the image. A frame absent from the detection file gets
+no ``boxes.json`` (unknown is not "no objects"). Option ``split``: ``train`` (default) or ``val``.
 """
 
 from __future__ import annotations
@@ -31,16 +36,20 @@ from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 #: Mask value → trainId: the masks are trainIds already.
 MASK_TO_TRAIN: dict[int, int] = {**{i: i for i in range(NUM_TRAIN_CLASSES)}, IGNORE_ID: IGNORE_ID}
-#: BDD100K detection category → our detection class; categories not listed are dropped (counted).
+#: BDD100K detection category → our detection class, both vocabularies (2020 ``det_20`` and 2018
+#: ``bdd100k_labels_images``: ``person``, ``bike``, ``motor``); others are dropped (counted per category).
 CATEGORY_TO_DETECTION: dict[str, str] = {
     "pedestrian": "person",
+    "person": "person",  # 2018
     "rider": "rider",
     "car": "car",
     "truck": "truck",
     "bus": "bus",
     "train": "train",
     "motorcycle": "motorcycle",
+    "motor": "motorcycle",  # 2018
     "bicycle": "bicycle",
+    "bike": "bicycle",  # 2018
 }
 
 
@@ -62,9 +71,6 @@ def read_detections(path: str) -> dict[str, dict[str, Any]]:
     return frames
 
 
-
-
-
 @register_format("bdd100k")
 class Bdd100kFormat:
     """Importer of BDD100K 10k images, semantic masks and det_20 boxes."""
@@ -77,9 +83,12 @@ class Bdd100kFormat:
         image_dir = os.path.join(root, "images", "10k", split)
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"{image_dir}: no such folder (bdd100k split {split!r})")
-        det_path = os.path.join(root, "labels", "det_20", f"det_{split}.json")
-        detections = read_detections(det_path) if os.path.exists(det_path) else None
+        det_paths = [os.path.join(root, "labels", "det_20", f"det_{split}.json"),
+                     os.path.join(root, "labels", f"bdd100k_labels_images_{split}.json")]
+        det_path = next((p for p in det_paths if os.path.exists(p)), None)
+        detections = read_detections(det_path) if det_path else None
         mask_dir = os.path.join(root, "labels", "sem_seg", "masks", split)
+        masks = convert.find_by_stem(mask_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(image_dir)):
             stem, ext = os.path.splitext(entry)
@@ -88,14 +97,13 @@ class Bdd100kFormat:
             extra: dict[str, Any] = {"split": split, "name": entry}
             if detections is not None and entry in detections:
                 extra["detection"] = detections[entry]
-            files, missing = convert.present_files(
-                {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(mask_dir, stem + ".png")})
+            seg = masks.get(stem, os.path.join(mask_dir, stem + ".png"))
+            files, missing = convert.present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
             extra.update(missing)
             frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{image_dir}: no images")
-        convert.check_unique_keys(frames, root)
-        return frames
+        return convert.unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Mask value → trainId (identity) and category → detection class."""
@@ -106,15 +114,16 @@ class Bdd100kFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, MASK_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=bool(unknown)))
 
-        files = {role: os.path.basename(path) for role, path in sorted(frame.files.items())}
-        meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"), "files": files}
+        meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"),
+                                **convert.file_names(frame.files), **notes}
         detection = frame.extra.get("detection")
+        dropped: dict[str, int] = {}
         if detection is None:
             meta["boxes"] = "absent: frame not in the detection file"
         else:
@@ -124,4 +133,4 @@ class Bdd100kFormat:
             names = {"weather": "weather", "timeofday": "time_of_day", "scene": "scene"}
             meta.update({names[k]: v for k, v in detection["attributes"].items() if k in names})
         members[schema.META] = convert.json_bytes(meta)
-        return LoadedFrame(members=members, unknown_ids=unknown)
+        return LoadedFrame(members=members, unknown_ids=unknown, dropped_boxes=dropped)

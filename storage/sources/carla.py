@@ -185,22 +185,22 @@ class CarlaFormat:
         frames = [frame for seq in sequences for frame in self._sequence_frames(root, seq, tags, encoding)]
         if not frames:
             raise FileNotFoundError(f"{root}: no CARLA frames (expected rgb/ and semantic/ folders)")
-        convert.check_unique_keys(frames, root)
-        return frames
+        return convert.unique_keys(frames)
 
     @staticmethod
     def _sequence_frames(root: str, sequence: str, tags: str, encoding: str) -> list[SourceFrame]:
         base = os.path.join(root, sequence)
+        seg_dir, inst_dir = os.path.join(base, ROLE_DIRS["seg"]), os.path.join(base, ROLE_DIRS["inst"])
+        segs, insts = convert.find_by_stem(seg_dir, (".png",)), convert.find_by_stem(inst_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(os.path.join(base, "rgb"))):
             stem, ext = os.path.splitext(entry)
             if ext.lower() not in IMAGE_EXTS:
                 continue
             candidates = {"rgb": os.path.join(base, "rgb", entry),
-                          "seg": os.path.join(base, ROLE_DIRS["seg"], stem + ".png")}
-            inst_path = os.path.join(base, ROLE_DIRS["inst"], stem + ".png")
-            if os.path.isdir(os.path.dirname(inst_path)):
-                candidates["inst"] = inst_path
+                          "seg": segs.get(stem, os.path.join(seg_dir, stem + ".png"))}
+            if os.path.isdir(inst_dir):
+                candidates["inst"] = insts.get(stem, os.path.join(inst_dir, stem + ".png"))
             files, extra = convert.present_files(candidates)
             extra.update({"sequence": sequence, "tags": tags, "encoding": encoding})
             frames.append(SourceFrame(key=convert.sanitize_key(sequence, stem), files=files, extra=extra))
@@ -214,7 +214,7 @@ class CarlaFormat:
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + original ``seg_src.png``, instance members, meta."""
         table = TAG_TABLES[frame.extra.get("tags", DEFAULT_TAGS)]
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         train_ids, unknown, used = semantic_tags(frame.key, frame.files["seg"], seg_image, table,
                                                  frame.extra.get("encoding", "auto"))
@@ -230,7 +230,8 @@ class CarlaFormat:
             "frame": int(stem) if stem.isdigit() else stem,
             "carla_tags": frame.extra.get("tags", DEFAULT_TAGS),
             "label_encoding": used,
-            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
+            **convert.file_names(frame.files),
+            **notes,
         }
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)

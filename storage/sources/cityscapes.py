@@ -9,7 +9,8 @@ Layout (``ROOT`` holds the unpacked ``leftImg8bit_trainvaltest.zip`` and ``gtFin
 Label ids map to trainIds through the taxonomy's Cityscapes table. Instance pixels are those with
 value >= 1000 (class = value // 1000); they are kept in ``inst.png`` (other pixels 0) and give one box
 each for the detection classes; caravan/trailer instances have no detection class and are counted in
-``meta.json`` under ``dropped_instances``. Option ``split``: ``train`` (default), ``val``, ``test``.
+``meta.json`` under ``dropped_instances`` (and in the version's ``dropped_boxes``). File extensions
+may be in any case (``.PNG``). Option ``split``: ``train`` (default), ``val``, ``test``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_for
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS, DETECTION_CLASSES
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
+IMAGE_STEM_SUFFIX = "_leftImg8bit"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 INSTANCE_MIN = 1000  # instance pixels hold class_id * 1000 + instance number
@@ -69,21 +71,24 @@ class CityscapesFormat:
             city_dir = os.path.join(image_dir, city)
             if not os.path.isdir(city_dir):
                 continue
+            labels = convert.find_by_stem(os.path.join(root, "gtFine", split, city), (".png",))
             for entry in sorted(os.listdir(city_dir)):
-                if entry.endswith(IMAGE_SUFFIX):
-                    frames.append(self._frame(root, split, city, entry[: -len(IMAGE_SUFFIX)]))
+                stem, ext = os.path.splitext(entry)
+                if stem.endswith(IMAGE_STEM_SUFFIX) and ext.lower() == ".png":
+                    frames.append(self._frame(root, split, city, entry, labels))
         if not frames:
-            raise FileNotFoundError(f"{image_dir}: no *{IMAGE_SUFFIX} files")
-        convert.check_unique_keys(frames, root)
-        return frames
+            raise FileNotFoundError(f"{image_dir}: no {{city}}/*{IMAGE_SUFFIX} files")
+        return convert.unique_keys(frames)
 
     @staticmethod
-    def _frame(root: str, split: str, city: str, stem: str) -> SourceFrame:
+    def _frame(root: str, split: str, city: str, entry: str, labels: Mapping[str, str]) -> SourceFrame:
         label_dir = os.path.join(root, "gtFine", split, city)
+        stem = os.path.splitext(entry)[0][: -len(IMAGE_STEM_SUFFIX)]
+        seg_stem, inst_stem = stem + LABEL_SUFFIX[:-4], stem + INSTANCE_SUFFIX[:-4]
         files, extra = convert.present_files({
-            "rgb": os.path.join(root, "leftImg8bit", split, city, stem + IMAGE_SUFFIX),
-            "seg": os.path.join(label_dir, stem + LABEL_SUFFIX),
-            "inst": os.path.join(label_dir, stem + INSTANCE_SUFFIX),
+            "rgb": os.path.join(root, "leftImg8bit", split, city, entry),
+            "seg": labels.get(seg_stem, os.path.join(label_dir, seg_stem + ".png")),
+            "inst": labels.get(inst_stem, os.path.join(label_dir, inst_stem + ".png")),
         })
         extra.update({"split": split, "city": city})
         return SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra)
@@ -98,7 +103,7 @@ class CityscapesFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original PNG, trainId ``seg.png`` (+ ``seg_src.png``), ``inst.png``, ``boxes.json``, meta."""
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
@@ -110,8 +115,8 @@ class CityscapesFormat:
         boxes, dropped = instance_boxes(inst)
         members[schema.INST] = convert.encode_png(inst)
         members[schema.BOXES] = convert.json_bytes(boxes)
-        members[schema.META] = convert.json_bytes(self._meta(frame, dropped))
-        return LoadedFrame(members=members, unknown_ids=unknown)
+        members[schema.META] = convert.json_bytes({**self._meta(frame, dropped), **notes})
+        return LoadedFrame(members=members, unknown_ids=unknown, dropped_boxes=dropped)
 
     def _meta(self, frame: SourceFrame, dropped: dict[str, int]) -> dict[str, Any]:
         city, seq, number = (frame.key.split("_") + ["", "", ""])[:3]
@@ -121,6 +126,6 @@ class CityscapesFormat:
             "city": frame.extra.get("city", city),
             "sequence": f"{city}_{seq}",
             "frame": int(number) if number.isdigit() else number,
-            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
+            **convert.file_names(frame.files),
             "dropped_instances": dropped,
         }

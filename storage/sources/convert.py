@@ -7,17 +7,35 @@ Every importer turns its label files into canonical members the same way:
 * boxes are integer ``[x1, y1, x2, y2]`` with exclusive ``x2``/``y2`` (max pixel + 1);
 * PNGs are encoded by one function, so equal arrays give equal bytes.
 
+Camera images (:func:`load_camera`) are kept byte for byte when every reader decodes them to the
+right 8-bit RGB pixels: PNG or JPEG whatever the file's extension says (the member name follows the
+bytes), 8-bit grey, RGB, palette or 1-bit, and alpha only when every pixel is opaque. A 16-bit PNG
+(grey or colour) is converted once to 8 bits per channel by its high byte (``v >> 8``, libpng's
+strip-16) and stored as a new PNG; ``meta.json`` says so under ``rgb_converted``. Everything else is a
+bad frame with a reason for people: an empty file, bytes of no known image format, a format other than
+PNG/JPEG, a CMYK JPEG, transparent pixels, a decoding error.
+
+Sample keys (:func:`sanitize_key`) must match ``[A-Za-z0-9_-]+`` while file names may hold any byte
+but ``/`` and NUL. Name parts already in that alphabet are joined with ``_`` and used as they are;
+otherwise each run of other characters becomes ``_`` and ``-`` plus the first 8 hex digits of the
+sha256 of the parts' raw bytes is appended, so two names that differ only in those characters still
+get two keys. Frames whose keys collide anyway are re-keyed by the same digest over their file paths
+(:func:`unique_keys`), or quarantined with both files named when even that collides. ``meta.json``
+keeps each file's name as readable UTF-8 and, for a name that is not UTF-8, its bytes in hex.
+
 A file location is either a plain path or an fsspec chained URL into an archive,
 ``zip://{member}::{archive.zip}`` (SHIFT ships its frames in zip files).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import fsspec
@@ -25,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from sim2real.storage import schema
-from sim2real.storage.sources.base import BadFrame, SourceFrame
+from sim2real.storage.sources.base import REFUSED, BadFrame, SourceFrame, printable
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -78,11 +96,20 @@ def read_bytes(key: str, location: str, role: str) -> bytes:
 
 def open_image(key: str, location: str, role: str, data: bytes) -> Image.Image:
     """Decode image bytes fully (a truncated file fails here), or raise :class:`BadFrame`."""
+    if not data:
+        raise BadFrame(key, location, f"{role} file is empty (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
-        image.load()
+    except Image.UnidentifiedImageError:
+        reason = f"unreadable {role} file: no known image format ({len(data)} bytes)"
+        raise BadFrame(key, location, reason) from None
     except Exception as exc:  # PIL raises many exception types for corrupt data
-        raise BadFrame(key, location, f"unreadable {role} image: {exc}") from None
+        raise BadFrame(key, location, f"unreadable {role} image ({len(data)} bytes): {exc}") from None
+    try:
+        image.load()
+    except Exception as exc:  # truncated or corrupt pixel data
+        raise BadFrame(key, location, f"unreadable {role} image: {image.format} data ({len(data)} bytes) "
+                                      f"cannot be decoded: {exc}") from None
     return image
 
 
@@ -90,8 +117,53 @@ def rgb_member(key: str, location: str, image: Image.Image) -> str:
     """``rgb.png`` or ``rgb.jpg`` from the decoded format (not the file name); others are bad frames."""
     member = _RGB_MEMBER_BY_FORMAT.get(image.format or "")
     if member is None:
-        raise BadFrame(key, location, f"camera image must be PNG or JPEG, got {image.format}")
+        raise BadFrame(key, location, f"camera file holds {image.format} data; camera images must be "
+                                      f"PNG or JPEG (convert it first)")
     return member
+
+
+def _png_bit_depth(data: bytes) -> int:
+    """Bits per sample of a PNG, from its IHDR chunk (PIL reports 16-bit colour PNGs as 8-bit ``RGB``)."""
+    return data[24] if len(data) > 25 and data[12:16] == b"IHDR" else 8
+
+
+def _transparent_pixels(image: Image.Image) -> int:
+    """How many pixels of ``image`` are not fully opaque (0 for an image without transparency)."""
+    if not image.has_transparency_data:
+        return 0
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    return int(np.count_nonzero(alpha != 255))
+
+
+def camera_pixels(key: str, location: str, data: bytes) -> tuple[str, bytes, Image.Image, str | None]:
+    """``(member, bytes, image, conversion)`` of a camera image by the rule in the module docstring.
+
+    ``bytes`` are the file's own unless ``conversion`` (a note for ``meta.json``) says how they were
+    made; raises :class:`BadFrame` with a reason for people when the file is not a usable camera image.
+    """
+    image = open_image(key, location, "rgb", data)
+    member = rgb_member(key, location, image)
+    if image.format == "JPEG" and image.mode not in ("L", "RGB"):
+        raise BadFrame(key, location, f"camera JPEG is in {image.mode} colour space, not RGB or grey "
+                                      f"(readers disagree on its colours; convert it to RGB first)")
+    transparent = _transparent_pixels(image)
+    if transparent:
+        raise BadFrame(key, location, f"camera image has {transparent} transparent pixel(s) "
+                                      f"(alpha < 255); camera images must be opaque")
+    depth = _png_bit_depth(data) if image.format == "PNG" else 8
+    if depth == 16:
+        if image.mode.startswith("I;16"):
+            pixels = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+            converted = Image.fromarray(pixels, mode="L")
+        else:
+            converted = image.convert("RGB")  # PIL keeps the high byte of each 16-bit sample
+        buffer = io.BytesIO()
+        converted.save(buffer, format="PNG", compress_level=6)
+        note = f"16-bit {image.mode} PNG -> 8-bit {converted.mode} by the high byte (v >> 8)"
+        return schema.RGB_PNG, buffer.getvalue(), converted, note
+    if image.mode not in ("1", "L", "P", "RGB", "RGBA", "LA", "PA"):
+        raise BadFrame(key, location, f"camera image mode {image.mode} has no defined 8-bit RGB conversion")
+    return member, data, image, None
 
 
 def require_size(key: str, location: str, role: str, image: Image.Image, size: tuple[int, int]) -> None:
@@ -108,19 +180,30 @@ def single_channel(key: str, location: str, role: str, image: Image.Image) -> np
     raise BadFrame(key, location, f"{role} must be a one-channel id image, got mode {image.mode}")
 
 
-def load_camera(frame: SourceFrame) -> tuple[dict[str, bytes], Image.Image]:
-    """The frame's ``rgb.png``/``rgb.jpg`` member (the original bytes) and the decoded image."""
+def load_camera(frame: SourceFrame) -> tuple[dict[str, bytes], Image.Image, dict[str, Any]]:
+    """The frame's ``rgb.png``/``rgb.jpg`` member, the decoded image and notes for ``meta.json``.
+
+    The member holds the file's bytes, or the 8-bit conversion described in the module docstring
+    (then the notes carry ``rgb_converted`` and the original file's ``rgb_source_sha256``).
+    """
     location = require_file(frame, "rgb")
     data = read_bytes(frame.key, location, "rgb")
-    image = open_image(frame.key, location, "rgb", data)
-    return {rgb_member(frame.key, location, image): data}, image
+    member, stored, image, conversion = camera_pixels(frame.key, location, data)
+    notes: dict[str, Any] = {}
+    if conversion:
+        notes = {"rgb_converted": conversion, "rgb_source_sha256": schema.sha256_hex(data)}
+    return {member: stored}, image, notes
 
 
 def load_label(frame: SourceFrame, role: str, size: tuple[int, int]) -> tuple[bytes, Image.Image]:
-    """A label file's bytes and decoded image; :class:`BadFrame` if missing, unreadable or mis-sized."""
+    """A label file's bytes and decoded image; :class:`BadFrame` if missing, unreadable, not PNG or
+    of another size than the camera image."""
     location = require_file(frame, role)
     data = read_bytes(frame.key, location, role)
     image = open_image(frame.key, location, role, data)
+    if image.format != "PNG":
+        raise BadFrame(frame.key, location, f"{role} file holds {image.format} data; label maps must be "
+                                            f"PNG (a lossy or other format would change label ids)")
     require_size(frame.key, location, role, image, size)
     return data, image
 
@@ -171,15 +254,22 @@ def pack_rgb(colours: np.ndarray) -> np.ndarray:
     return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
 
 
+def colour_name(packed: int) -> str:
+    """A packed ``0xRRGGBB`` colour as people read it: ``#be9999 (190,153,153)``."""
+    r, g, b = (packed >> 16) & 255, (packed >> 8) & 255, packed & 255
+    return f"#{packed:06x} ({r},{g},{b})"
+
+
 def map_colours(
     colours: np.ndarray, table: Mapping[tuple[int, int, int], int]
-) -> tuple[np.ndarray, dict[int, int]]:
-    """Map label colours through ``table``; unknown colours → 255, counted by packed ``0xRRGGBB``."""
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Map label colours through ``table``; unknown colours → 255, counted by :func:`colour_name`."""
     packed = pack_rgb(colours)
     values, inverse, counts = np.unique(packed.ravel(), return_inverse=True, return_counts=True)
     packed_table = {(r << 16) | (g << 8) | b: train_id for (r, g, b), train_id in table.items()}
     mapped = np.array([packed_table.get(int(v), IGNORE_ID) for v in values], dtype=np.uint8)
-    unknown = {int(v): int(n) for v, n in zip(values, counts, strict=True) if int(v) not in packed_table}
+    unknown = {colour_name(int(v)): int(n) for v, n in zip(values, counts, strict=True)
+               if int(v) not in packed_table}
     return mapped[inverse].reshape(packed.shape), unknown
 
 
@@ -260,9 +350,48 @@ def encode_png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _utf8_safe(value: Any) -> Any:
+    """``value`` with every string (keys too) made valid UTF-8 by :func:`printable`."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, Mapping):
+        return {_utf8_safe(k): _utf8_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_utf8_safe(v) for v in value]
+    return value
+
+
 def json_bytes(value: Any) -> bytes:
-    """Canonical JSON bytes: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Canonical JSON bytes: sorted keys, no whitespace, valid UTF-8 (file-name bytes escaped)."""
+    return json.dumps(_utf8_safe(value), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def file_names(files: Mapping[str, str]) -> dict[str, Any]:
+    """``meta.json``'s record of a frame's files: ``{"files": {role: name}}`` with readable UTF-8 names,
+    plus ``{"file_names_hex": {role: hex}}``, the exact bytes, for names that are not UTF-8."""
+    names = {role: file_name(location) for role, location in sorted(files.items())}
+    record: dict[str, Any] = {"files": {role: printable(name) for role, name in names.items()}}
+    raw = {role: os.fsencode(name) for role, name in names.items() if printable(name) != name}
+    if raw:
+        record["file_names_hex"] = {role: data.hex() for role, data in raw.items()}
+    return record
+
+
+def find_by_stem(folder: str, extensions: tuple[str, ...]) -> dict[str, str]:
+    """``{stem: path}`` of the files in ``folder`` whose extension matches ``extensions`` in any case
+    (``.png``, ``.PNG``, ``.Png``); when several do, the lower-case one wins, then the first by name.
+
+    Lists the folder once (an empty dict when it does not exist), so a lookup costs no system call.
+    """
+    if not os.path.isdir(folder):
+        return {}
+    found: dict[str, str] = {}
+    for entry in sorted(os.listdir(folder), key=lambda e: (os.path.splitext(e)[1] not in extensions, e)):
+        stem, ext = os.path.splitext(entry)
+        if ext.lower() in extensions and stem not in found:
+            found[stem] = os.path.join(folder, entry)
+    return found
 
 
 def seg_members(
@@ -274,25 +403,46 @@ def seg_members(
     return {schema.SEG: encode_png(train_ids.astype(np.uint8)), schema.SEG_SRC: original}
 
 
+def _name_digest(parts: Iterable[str]) -> str:
+    """First 8 hex digits of the sha256 of name parts' raw bytes (NUL-separated: NUL is in no name)."""
+    return hashlib.sha256(b"\0".join(os.fsencode(p) for p in parts)).hexdigest()[:8]
+
+
 def sanitize_key(*parts: str) -> str:
-    """A sample key from name parts: unsafe characters runs become ``_``, parts joined by ``_``."""
-    key = "_".join(_KEY_UNSAFE.sub("_", part).strip("_") for part in parts if part)
-    if not key:
-        raise ValueError(f"cannot make a sample key from {parts!r}")
+    """A sample key from name parts, by the rule in the module docstring (collision-safe)."""
+    used = [p for p in parts if p]
+    cleaned = [_KEY_UNSAFE.sub("_", part) for part in used]
+    key = "_".join(cleaned)
+    if cleaned != used or not key:
+        key = f"{key.strip('_') or 'k'}-{_name_digest(used)}"
     return key
 
 
-def check_unique_keys(frames: Iterable[SourceFrame], root: str) -> None:
-    """Raise ``ValueError`` naming both files when two frames got the same key."""
+def unique_keys(frames: Sequence[SourceFrame]) -> list[SourceFrame]:
+    """``frames`` with colliding keys made unique (module docstring); a frame whose key still collides
+    is marked refused (``extra["refused"]``, both files named) and quarantined at load, never an abort."""
+    groups: dict[str, list[int]] = {}
+    for index, frame in enumerate(frames):
+        groups.setdefault(frame.key, []).append(index)
+    out = list(frames)
+    for key, indexes in groups.items():
+        if len(indexes) < 2:
+            continue
+        for index in indexes:
+            frame = frames[index]
+            out[index] = replace(frame, key=f"{key}-{_name_digest(sorted(frame.files.values()))}")
     seen: dict[str, str] = {}
-    for frame in frames:
-        first_file = next(iter(frame.files.values()), "?")
+    for index, frame in enumerate(out):
+        first_file = printable(next(iter(frame.files.values()), "?"))
         if frame.key in seen:
-            raise ValueError(f"{root}: key {frame.key!r} made twice, from {seen[frame.key]} and {first_file}")
-        seen[frame.key] = first_file
+            reason = f"key {frame.key!r} made twice, from {seen[frame.key]} and {first_file}"
+            out[index] = replace(frame, extra={**frame.extra, REFUSED: reason})
+        else:
+            seen[frame.key] = first_file
+    return out
 
 
-def add_counts(total: dict[int, int], more: Mapping[int, int]) -> dict[int, int]:
+def add_counts(total: dict[Any, int], more: Mapping[Any, int]) -> dict[Any, int]:
     """Add per-id pixel counts into ``total`` (returned for chaining)."""
     for source_id, count in more.items():
         total[source_id] = total.get(source_id, 0) + count

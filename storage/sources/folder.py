@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from sim2real.storage import schema
+from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID, TRAIN_ID_BY_NAME
 
@@ -51,12 +52,7 @@ def _read(frame: SourceFrame, role: str) -> bytes:
 
 def decode_image(frame: SourceFrame, role: str, data: bytes) -> Image.Image:
     """Decode image bytes fully (so truncated files fail here), or raise :class:`BadFrame`."""
-    try:
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    except Exception as exc:  # PIL raises many types for corrupt data
-        raise BadFrame(frame.key, frame.files[role], f"unreadable {role} image: {exc}") from None
-    return image
+    return convert.open_image(frame.key, frame.files[role], role, data)
 
 
 def check_same_size(frame: SourceFrame, role: str, image: Image.Image, size: tuple[int, int]) -> None:
@@ -115,7 +111,9 @@ class FolderFormat:
                     stems.setdefault(stem, {})[role] = os.path.join(folder, entry)
         if not stems:
             raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
-        return [SourceFrame(key=k, files={**files, "classes": classes}) for k, files in sorted(stems.items())]
+        frames = [SourceFrame(key=convert.sanitize_key(stem), files={**files, "classes": classes})
+                  for stem, files in sorted(stems.items())]
+        return convert.unique_keys(frames)
 
     def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):
@@ -140,18 +138,15 @@ class FolderFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Validate and convert one frame; raise :class:`BadFrame` naming the file and the reason."""
-        if not schema.KEY_PATTERN.fullmatch(frame.key):
-            self._bad_key(frame)
         if self._lut is None:
             self._read_classes(frame.files["classes"])
         for role in ("rgb", "seg"):
             if role not in frame.files:
                 some_file = next(p for r, p in frame.files.items() if r != "classes")
                 raise BadFrame(frame.key, some_file, f"missing member {role}/ for this frame")
-        rgb_bytes = _read(frame, "rgb")
-        rgb = decode_image(frame, "rgb", rgb_bytes)
-        ext = os.path.splitext(frame.files["rgb"])[1].lower()
-        members = {schema.RGB_PNG if ext == ".png" else schema.RGB_JPG: rgb_bytes}
+        member, rgb_bytes, rgb, conversion = convert.camera_pixels(frame.key, frame.files["rgb"],
+                                                                   _read(frame, "rgb"))
+        members = {member: rgb_bytes}
         members.update(self._load_seg(frame, rgb.size))
         for role, member in (("inst", schema.INST), ("depth", schema.DEPTH)):
             if role in frame.files:
@@ -162,15 +157,28 @@ class FolderFormat:
             data = _read(frame, "boxes")
             check_boxes(frame, data, rgb.size)
             members[schema.BOXES] = data
-        meta = json.loads(_read(frame, "meta")) if "meta" in frame.files else {}
+        meta = self._read_meta(frame)
         meta.setdefault("source", self.name)
-        members[schema.META] = json.dumps(meta, sort_keys=True).encode()
+        stem = os.path.splitext(convert.file_name(frame.files["rgb"]))[0]
+        if stem != frame.key:
+            meta.update({"file_stem": stem, **convert.file_names(frame.files)})
+        if conversion:
+            meta["rgb_converted"] = conversion
+        members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members)
 
     @staticmethod
-    def _bad_key(frame: SourceFrame) -> None:
-        path = next(iter(frame.files.values()))
-        raise BadFrame(frame.key, path, "bad key: file stem must match [A-Za-z0-9_-]+")
+    def _read_meta(frame: SourceFrame) -> dict[str, Any]:
+        """The frame's ``meta/`` file as a dict ({} without one); :class:`BadFrame` if not a JSON object."""
+        if "meta" not in frame.files:
+            return {}
+        try:
+            meta = json.loads(_read(frame, "meta"))
+        except ValueError as exc:
+            raise BadFrame(frame.key, frame.files["meta"], f"meta is not valid JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise BadFrame(frame.key, frame.files["meta"], "meta must be a JSON object")
+        return meta
 
     def _load_seg(self, frame: SourceFrame, size: tuple[int, int]) -> dict[str, bytes]:
         data = _read(frame, "seg")

@@ -5,8 +5,10 @@ Layout (``ROOT`` holds the unpacked ``NN_images.zip`` and ``NN_labels.zip`` part
     ROOT/images/{frame:05d}.png     the game frame
     ROOT/labels/{frame:05d}.png     8-bit (palette-indexed) Cityscapes label ids 0..33
 
-Label ids map to trainIds through the taxonomy's Cityscapes table (the same ids as Cityscapes'
-``labelIds``); ids outside it become 255 and are counted as unknown. The dataset has no instance
+File names may use any case for the extension (``.PNG``, ``.Jpg``); the label map is the file in
+``labels/`` with the image's stem and a ``.png`` extension in any case. Label ids map to trainIds
+through the taxonomy's Cityscapes table (the same ids as Cityscapes' ``labelIds``); ids outside it
+become 255 and are counted as unknown. The dataset has no instance
 maps, so there are no boxes. A handful of the published frames have a label map of a different size
 than the image: those are bad frames (quarantined), never resized. Option ``split`` is not used.
 """
@@ -38,18 +40,18 @@ class Gta5Format:
         image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"{image_dir}: no such folder (gta5 expects images/ and labels/)")
+        labels = convert.find_by_stem(label_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(image_dir)):
             stem, ext = os.path.splitext(entry)
             if ext.lower() not in IMAGE_EXTS:
                 continue
-            files, extra = convert.present_files(
-                {"rgb": os.path.join(image_dir, entry), "seg": os.path.join(label_dir, stem + ".png")})
+            seg = labels.get(stem, os.path.join(label_dir, stem + ".png"))
+            files, extra = convert.present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
             frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
         if not frames:
-            raise FileNotFoundError(f"{image_dir}: no images")
-        convert.check_unique_keys(frames, root)
-        return frames
+            raise FileNotFoundError(f"{image_dir}: no images (.png/.jpg/.jpeg)")
+        return convert.unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Label id → trainId (Cityscapes' table)."""
@@ -57,7 +59,7 @@ class Gta5Format:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + the original label map as ``seg_src.png``, meta."""
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
@@ -66,7 +68,8 @@ class Gta5Format:
         meta = {
             "source": self.name,
             "frame": int(stem) if stem.isdigit() else stem,
-            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
+            **convert.file_names(frame.files),
+            **notes,
         }
         members[schema.META] = convert.json_bytes(meta)
         return LoadedFrame(members=members, unknown_ids=unknown)

@@ -8,8 +8,17 @@ Layout as the SHIFT download script writes it (``ROOT`` = the dataset root)::
                                                       "attributes", "labels": [{"id", "category", "box2d"}]}]}
 
 ``img/`` and ``semseg/`` folders (the zips unpacked in place) work the same, and ``ROOT`` may also be
-``discrete/images`` itself (``{split}/{view}/…``) or one view folder. Options: ``split`` (default
-``train``), ``view`` (default ``front``).
+``discrete/images`` itself (``{split}/{view}/…``) or one view folder; extensions may be in any case.
+Options: ``split`` (default ``train``), ``view`` (default ``front``), ``ego_band`` (default ``0.1``;
+``0`` turns the ego-vehicle rule below off).
+
+The ego vehicle: SHIFT's masks have no class of their own for it (the devkit's class list is CARLA's
+23 tags) and its cameras sit on the car's roof (``config/sensors.yaml``: 1.6 m up), so the car's own
+hood and body carry the vehicle class at the bottom of the frame (~18,000 pixels in a front frame).
+Cityscapes labels its ego vehicle ``ego vehicle`` (ignored); here the vehicle pixels connected to the
+bottom edge of the frame, within its bottom ``ego_band`` (a fraction of the height), become 255 and
+their count is ``meta.json``'s ``ego_vehicle_pixels``. A car that touches the hood in the image loses
+at most its part inside that band to ignore; it never becomes another class.
 
 SHIFT's 23 semantic classes are CARLA's tags before 0.9.14, mapped through ``CARLA_LEGACY_TAGS``
 (the one table, in ``carla.py``); "vehicle" is a single class there and becomes car. Boxes come from
@@ -32,9 +41,13 @@ from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.sources.carla import CARLA_LEGACY_TAGS, tag_table_json
+from sim2real.storage.taxonomy import IGNORE_ID
 
 #: SHIFT semantic class id → trainId (CARLA's legacy tag table).
 CLASS_TO_TRAIN: dict[int, int] = {tag.tag: tag.train_id for tag in CARLA_LEGACY_TAGS}
+#: SHIFT's class id of vehicles (its ego vehicle included): CARLA's legacy tag 10.
+VEHICLE_CLASS = next(tag.tag for tag in CARLA_LEGACY_TAGS if tag.name == "Vehicles")
+DEFAULT_EGO_BAND = 0.1
 #: SHIFT det_2d category → our detection class.
 CATEGORY_TO_DETECTION: dict[str, str] = {
     "pedestrian": "person",
@@ -44,6 +57,45 @@ CATEGORY_TO_DETECTION: dict[str, str] = {
     "motorcycle": "motorcycle",
     "bicycle": "bicycle",
 }
+
+
+def _ego_band(value: Any) -> float:
+    """Option ``ego_band`` as a fraction of the frame height in [0, 1]; ``ValueError`` otherwise."""
+    if value is None or value == "":
+        return DEFAULT_EGO_BAND
+    try:
+        band = float(value)
+    except (TypeError, ValueError):
+        band = -1.0
+    if not 0.0 <= band <= 1.0:
+        raise ValueError(f"shift option ego_band={value!r}: expected a fraction of the height in [0, 1]")
+    return band
+
+
+def ego_vehicle_mask(vehicle: np.ndarray, band: float) -> np.ndarray:
+    """H×W bool: the ``vehicle`` pixels 8-connected to the bottom row inside the bottom ``band`` × H rows.
+
+    Grows row by row from the bottom edge: a run of vehicle pixels in a row belongs to the ego vehicle
+    when it touches (8-connectivity) an ego pixel in the row below.
+    """
+    height = vehicle.shape[0]
+    ego = np.zeros_like(vehicle, dtype=bool)
+    top = height - int(round(band * height))
+    if top >= height:
+        return ego
+    ego[-1] = vehicle[-1]
+    for y in range(height - 2, top - 1, -1):
+        below = ego[y + 1]
+        if not below.any():
+            break
+        near = below.copy()
+        near[1:] |= below[:-1]
+        near[:-1] |= below[1:]
+        row = vehicle[y]
+        runs = np.cumsum(np.diff(row.astype(np.int8), prepend=0) == 1) * row
+        keep = np.unique(runs[row & near])
+        ego[y] = np.isin(runs, keep[keep > 0])
+    return ego
 
 
 def find_view_dir(root: str, split: str, view: str) -> str:
@@ -109,47 +161,55 @@ class ShiftFormat:
         images, masks = MemberIndex(view_dir, "img"), MemberIndex(view_dir, "semseg")
         det_path = os.path.join(view_dir, "det_2d.json")
         detections = read_det_2d(det_path) if os.path.exists(det_path) else None
-        pattern = re.compile(rf"([^/]+)/(\d+)_img_{re.escape(view)}\.(jpg|png)")
+        ego_band = _ego_band(options.get("ego_band"))
+        pattern = re.compile(rf"([^/]+)/(\d+)_img_{re.escape(view)}\.(?i:jpg|jpeg|png)")
+        mask_names = {os.path.splitext(n)[0]: n for n in sorted(masks.names, reverse=True)
+                      if os.path.splitext(n)[1].lower() == ".png"}
         frames = []
         for name in sorted(images.names):
             match = pattern.fullmatch(name)
             if not match:
                 continue
-            seq, number, _ = match.groups()
-            mask_name = f"{seq}/{number}_semseg_{view}.png"
+            seq, number = match.groups()
+            mask_stem = f"{seq}/{number}_semseg_{view}"
             files = {"rgb": images.location(name)}
-            extra: dict[str, Any] = {"split": split, "view": view, "sequence": seq, "frame": int(number)}
-            if mask_name in masks.names:
-                files["seg"] = masks.location(mask_name)
+            extra: dict[str, Any] = {"split": split, "view": view, "sequence": seq, "frame": int(number),
+                                     "ego_band": ego_band}
+            if mask_stem in mask_names:
+                files["seg"] = masks.location(mask_names[mask_stem])
             else:
-                extra["missing"] = {"seg": masks.location(mask_name)}
+                extra["missing"] = {"seg": masks.location(mask_stem + ".png")}
             if detections is not None and (seq, os.path.basename(name)) in detections:
                 extra["detection"] = detections[(seq, os.path.basename(name))]
             frames.append(SourceFrame(key=convert.sanitize_key(seq, number, view), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{view_dir}: no *_img_{view}.jpg frames")
-        convert.check_unique_keys(frames, root)
-        return frames
+        return convert.unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Semantic class → trainId (CARLA legacy tags) and det_2d category → detection class."""
         return {
             "class_to_train_id": tag_table_json(CARLA_LEGACY_TAGS),
             "category_to_detection": dict(sorted(CATEGORY_TO_DETECTION.items())),
+            "ego_vehicle": f"class {VEHICLE_CLASS} pixels connected to the bottom edge within the "
+                           f"bottom ego_band of the height (default {DEFAULT_EGO_BAND}) -> 255",
         }
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, boxes from det_2d, meta."""
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         if seg_image.mode in ("RGB", "RGBA"):
             ids = np.asarray(seg_image)[..., 0].astype(np.int64)
         else:
             ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, CLASS_TO_TRAIN)
+        ego = ego_vehicle_mask(ids == VEHICLE_CLASS, float(frame.extra.get("ego_band", DEFAULT_EGO_BAND)))
+        train_ids[ego] = IGNORE_ID
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
-        meta = self._meta(frame)
+        meta = {**self._meta(frame), **notes, "ego_vehicle_pixels": int(ego.sum())}
         detection = frame.extra.get("detection")
+        dropped: dict[str, int] = {}
         if detection is None:
             meta["boxes"] = "absent: frame not in det_2d.json"
         else:
@@ -160,7 +220,7 @@ class ShiftFormat:
             meta["weather"] = attributes.get("weather_coarse")
             meta["time_of_day"] = attributes.get("timeofday_coarse")
         members[schema.META] = convert.json_bytes(meta)
-        return LoadedFrame(members=members, unknown_ids=unknown)
+        return LoadedFrame(members=members, unknown_ids=unknown, dropped_boxes=dropped)
 
     def _meta(self, frame: SourceFrame) -> dict[str, Any]:
         extra = frame.extra
@@ -170,5 +230,5 @@ class ShiftFormat:
             "view": extra.get("view"),
             "sequence": extra.get("sequence"),
             "frame": extra.get("frame"),
-            "files": {role: convert.file_name(location) for role, location in sorted(frame.files.items())},
+            **convert.file_names(frame.files),
         }

@@ -14,9 +14,10 @@ The three text files may also sit in ``{variation}/textgt/``. ``{variation}`` is
 ``morning``, ``overcast``, ``rain``, ``sunset``, ``15-deg-left`` … (option ``variation``: a
 comma-separated subset). Class colours are read from ``colors.txt`` (built-in defaults when absent)
 and mapped to trainIds by class name; colours not in the table become 255 and are counted as unknown,
-reported as ``0xRRGGBB``. Boxes come from ``bbox.txt`` (inclusive pixel bounds → exclusive ``x2``/``y2``;
-objects with no visible pixel dropped), labelled through ``info.txt`` (Car, Van → car; Truck → truck);
-without ``bbox.txt`` they are taken from the instance map. ``inst.png`` is the instance map (trackID + 1).
+reported as ``#rrggbb (r,g,b)``. Boxes come from ``bbox.txt`` (inclusive pixel bounds → exclusive
+``x2``/``y2``; objects with no visible pixel dropped), labelled through ``info.txt`` (Car, Van → car;
+Truck → truck); without ``bbox.txt`` they are taken from the instance map. ``inst.png`` is the
+instance map (trackID + 1).
 """
 
 from __future__ import annotations
@@ -127,8 +128,7 @@ class Vkitti2Format:
                 frames.extend(self._variation_frames(variation_dir, scene, variation))
         if not frames:
             raise FileNotFoundError(f"{root}: no Scene*/{{variation}}/frames/rgb/Camera_*/rgb_*.jpg frames")
-        convert.check_unique_keys(frames, root)
-        return frames
+        return convert.unique_keys(frames)
 
     @staticmethod
     def _variation_frames(variation_dir: str, scene: str, variation: str) -> list[SourceFrame]:
@@ -136,14 +136,16 @@ class Vkitti2Format:
         rgb_root = os.path.join(variation_dir, "frames", "rgb")
         frames = []
         for camera in sorted(c for c in os.listdir(rgb_root) if c.startswith("Camera_")):
-            for entry in sorted(os.listdir(os.path.join(rgb_root, camera))):
-                if not (entry.startswith("rgb_") and entry.endswith(".jpg")):
+            found = {role: convert.find_by_stem(os.path.join(variation_dir, "frames", group, camera), (ext,))
+                     for role, (group, _, ext) in GROUPS.items()}
+            for stem, path in sorted(found["rgb"].items()):
+                if not stem.startswith("rgb_") or not stem[len("rgb_"):].isdigit():
                     continue
-                number = entry[len("rgb_"): -len(".jpg")]
-                candidates = {
-                    role: os.path.join(variation_dir, "frames", group, camera, f"{prefix}_{number}{ext}")
-                    for role, (group, prefix, ext) in GROUPS.items()
-                }
+                number = stem[len("rgb_"):]
+                candidates = {"rgb": path}
+                for role, (group, prefix, ext) in GROUPS.items():
+                    default = os.path.join(variation_dir, "frames", group, camera, f"{prefix}_{number}{ext}")
+                    candidates[role] = found[role].get(f"{prefix}_{number}", default)
                 if not os.path.isdir(os.path.dirname(candidates["inst"])):
                     del candidates["inst"]
                 files, extra = convert.present_files(candidates)
@@ -162,12 +164,12 @@ class Vkitti2Format:
             "class_to_train_id": dict(sorted(CLASS_TO_TRAIN.items())),
             "default_colours": {k: list(v) for k, v in sorted(DEFAULT_COLOURS.items())},
             "label_to_detection": dict(sorted(LABEL_TO_DETECTION.items())),
-            "unknown_colour_ids": "0xRRGGBB",
+            "unknown_colour_ids": "#rrggbb (r,g,b)",
         }
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, ``inst.png``, boxes, meta."""
-        members, rgb = convert.load_camera(frame)
+        members, rgb, notes = convert.load_camera(frame)
         seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
         table = {tuple(rgb_value): CLASS_TO_TRAIN[name]
                  for name, rgb_value in frame.extra["colours"].items() if name in CLASS_TO_TRAIN}
@@ -181,14 +183,14 @@ class Vkitti2Format:
             inst = convert.instance_ids(frame, "inst", inst_image)
             members[schema.INST] = convert.encode_png(inst)
         dropped: dict[str, int] = {}
-        if "bbox_rows" in frame.extra:
+        if "bbox_rows" in frame.extra:  # tracks without a detection class count as dropped
             boxes, dropped = boxes_from_bbox_rows(frame.extra["bbox_rows"], tracks, rgb.size)
             members[schema.BOXES] = convert.json_bytes(boxes)
         elif inst is not None:
             label_of = {t + 1: LABEL_TO_DETECTION[v] for t, v in tracks.items() if v in LABEL_TO_DETECTION}
             members[schema.BOXES] = convert.json_bytes(convert.boxes_from_instances(inst, label_of))
-        members[schema.META] = convert.json_bytes(self._meta(frame, dropped))
-        return LoadedFrame(members=members, unknown_ids=unknown)
+        members[schema.META] = convert.json_bytes({**self._meta(frame, dropped), **notes})
+        return LoadedFrame(members=members, unknown_ids=unknown, dropped_boxes=dropped)
 
     def _meta(self, frame: SourceFrame, dropped: dict[str, int]) -> dict[str, Any]:
         extra = frame.extra
@@ -200,5 +202,5 @@ class Vkitti2Format:
             "camera": extra["camera"],
             "frame": extra["frame"],
             "dropped_boxes": dropped,
-            "files": {role: os.path.basename(path) for role, path in sorted(frame.files.items())},
+            **convert.file_names(frame.files),
         }

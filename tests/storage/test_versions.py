@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sim2real.storage.manifest import manifest_table
-from sim2real.storage.versions import DatasetStore, VersionNotFound, commit_version, content_hash
+from sim2real.storage.versions import (
+    DatasetStore,
+    EmptyVersion,
+    VersionNotFound,
+    commit_version,
+    content_hash,
+)
 
 
 def _commit(store: DatasetStore, name: str, version: str) -> None:
     part = {
-        "shard": {"file": f"{name}-000000.tar", "nsamples": 0, "filesize": 0, "md5": ""},
+        "shard": {"file": f"{name}-000000.tar", "nsamples": 1, "filesize": 0, "md5": ""},
         "quarantine": [],
     }
-    commit_version(store, name, version, [part], {"kind": "test"}, manifest_table([]))
+    rows = [{"key": "k0", "shard": f"{name}-000000.tar"}]
+    commit_version(store, name, version, [part], {"kind": "test"}, manifest_table(rows))
 
 
 def test_content_hash_is_order_independent_and_sensitive():
@@ -50,6 +58,25 @@ def test_manifest_and_index_written_before_version_json(tmp_path):
     store = DatasetStore(str(tmp_path))
     _commit(store, "cars", "v1")
     version = store.open("cars@v1")
-    assert isinstance(version.manifest(), pa.Table) and version.manifest().num_rows == 0
+    assert isinstance(version.manifest(), pa.Table) and version.manifest().num_rows == 1
     assert version.quarantine().num_rows == 0
-    assert version.info["samples"] == 0 and version.index_url.endswith("/index.json")
+    assert version.info["samples"] == 1 and version.index_url.endswith("/index.json")
+
+
+def test_a_version_without_samples_is_never_committed(tmp_path):
+    """Issue 16 item 4a: all frames quarantined → no version.json, the reasons where the message says."""
+    store = DatasetStore(str(tmp_path))
+    _commit(store, "cars", "good")
+    quarantine = [{"key": f"f{i}", "path": f"/x/f{i}.png", "reason": "rgb file is empty (0 bytes)"}
+                  for i in range(5)]
+    part = {"shard": {"file": "cars-000000.tar", "nsamples": 0, "filesize": 10, "md5": ""},
+            "quarantine": quarantine}
+    with pytest.raises(EmptyVersion, match=r"cars@bad: no samples: all 5 frame\(s\) quarantined") as caught:
+        commit_version(store, "cars", "bad", [part], {"kind": "test"}, manifest_table([]))
+    message = str(caught.value)
+    assert "/x/f0.png: rgb file is empty (0 bytes)" in message and "(+2 more)" in message
+    where = message.rsplit("every reason in ", 1)[1]
+    assert pq.read_table(where).to_pylist() == quarantine
+    assert not store.exists("cars", "bad") and store.open("cars@latest").version == "good"
+    with pytest.raises(EmptyVersion, match="no samples and nothing quarantined"):
+        commit_version(store, "cars", "none", [], {"kind": "test"}, manifest_table([]))

@@ -77,7 +77,7 @@ def test_raw_and_palette_frames(carla_root, decode_png, decode_json):
             {"bbox_xyxy": [2, 9, 9, 13], "instance": 263, "label": "car"},
         ]
         assert decode_png(loaded.members[schema.INST])[10, 4] == 263
-    assert raw.unknown_ids == {} and palette.unknown_ids == {0x010203: 4}
+    assert raw.unknown_ids == {} and palette.unknown_ids == {"#010203 (1,2,3)": 4}
     assert decode_json(raw.members[schema.META])["label_encoding"] == "raw"
     assert decode_json(palette.members[schema.META])["label_encoding"] == "palette"
     assert raw.members[schema.RGB_PNG] == originals["000120"]
@@ -111,7 +111,7 @@ def test_ingest_round_trip(carla_root, ingest):
     root, originals = carla_root
     version, raw, decoded = ingest(root, "carla")
     assert sorted(raw) == ["000120", "000121"] and version.info["quarantined"] == 1
-    assert version.info["unknown_ids"] == {str(0x010203): 4}
+    assert version.info["unknown_ids"] == {"#010203 (1,2,3)": 4}
     assert version.info["mapping_table"]["tag_tables"]["0.9.14"]["14"]["name"] == "Car"
     for key in raw:
         assert raw[key]["rgb.png"] == originals[key]

@@ -25,7 +25,7 @@ def test_map_ids_counts_only_ids_outside_the_table():
 def test_map_colours_reports_unknown_as_packed_rgb():
     colours = np.array([[[1, 2, 3], [9, 9, 9]], [[1, 2, 3], [255, 0, 16]]], np.uint8)
     train, unknown = convert.map_colours(colours, {(1, 2, 3): 5, (9, 9, 9): 255})
-    assert train.tolist() == [[5, 255], [5, 255]] and unknown == {0xFF0010: 1}
+    assert train.tolist() == [[5, 255], [5, 255]] and unknown == {"#ff0010 (255,0,16)": 1}
 
 
 def test_boxes_are_exclusive_and_clipped():
@@ -35,13 +35,6 @@ def test_boxes_are_exclusive_and_clipped():
         {"label": "car", "bbox_xyxy": [2, 1, 5, 3], "instance": 7}]
     assert convert.box_from_inclusive(-3.5, 1.2, 7.9, 10.0, (8, 6)) == [0, 1, 8, 6]
     assert convert.box_from_inclusive(9.0, 1.0, 12.0, 2.0, (8, 6)) is None
-
-
-def test_keys_are_sanitised_and_unique():
-    assert convert.sanitize_key("Scene01", "15-deg-left", "a.b/c") == "Scene01_15-deg-left_a_b_c"
-    frames = [SourceFrame("a_b", {"rgb": "/x/a.b.png"}), SourceFrame("a_b", {"rgb": "/x/a b.png"})]
-    with pytest.raises(ValueError, match="a.b.png and /x/a b.png"):
-        convert.check_unique_keys(frames, "/x")
 
 
 def test_png_encoding_is_deterministic_and_keeps_depth():

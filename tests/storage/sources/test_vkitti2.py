@@ -98,7 +98,7 @@ def test_discover_and_load(vkitti_root, decode_png, decode_json):
     meta = decode_json(loaded.members[schema.META])
     assert meta["dropped_boxes"] == {"not visible": 1} and meta["variation"] == "15-deg-left"
     other = fmt.load(frames["Scene01_15-deg-left_Camera_1_00001"])
-    assert other.unknown_ids == {0x010203: 2} and decode_json(other.members[schema.BOXES]) == []
+    assert other.unknown_ids == {"#010203 (1,2,3)": 2} and decode_json(other.members[schema.BOXES]) == []
     # no bbox.txt and no colors.txt: boxes from the instance map, built-in colours
     fog = fmt.load(frames["Scene02_fog_Camera_0_00001"])
     fog_boxes = decode_json(fog.members[schema.BOXES])
@@ -120,7 +120,7 @@ def test_bad_label_size(vkitti_root, save_image):
 def test_ingest_round_trip(vkitti_root, ingest):
     root, originals = vkitti_root
     version, raw, decoded = ingest(root, "vkitti2", {"variation": "15-deg-left"})
-    assert len(raw) == 4 and version.info["unknown_ids"] == {str(0x010203): 2}
+    assert len(raw) == 4 and version.info["unknown_ids"] == {"#010203 (1,2,3)": 2}
     for key in raw:
         assert raw[key]["rgb.jpg"] == originals[key]
         assert decoded[key]["seg"][10, 4] == 13 and decoded[key]["inst"][5, 21] == 2
