@@ -29,28 +29,38 @@ SUMMARY = {"detection": "mAP", "segmentation": "mIoU"}
 
 
 def goal(tables: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
-    """Per task: each arm's mean ± std of the summary metric, the paired differences and the verdict."""
+    """Per task: each arm's mean ± std of the summary metric, the paired differences to real-only and,
+    for every translated arm (label containing ``translated``), whether it meets the goal."""
     verdicts = {}
     for task, rows in tables.items():
         metric = SUMMARY[task]
         arms = {row["Arm"]: row for row in rows}
-        translated = next((row for arm, row in arms.items() if arm.endswith("-translated")), None)
-        sim = next((row for arm, row in arms.items() if arm != "real-only" and row is not translated), None)
+        sim = next((row for arm, row in arms.items() if arm != "real-only" and "translated" not in arm), None)
         entry: dict[str, Any] = {
             "metric": metric,
             "arms": {arm: {"mean": row[metric], "std": row["std"][metric], "seeds": row["Seeds"]}
                      for arm, row in arms.items()},
             "paired_diff": {arm: (row["diff"] or {}).get(metric) for arm, row in arms.items()
                             if arm != "real-only"},
+            "goal": {},
         }
-        if translated is not None and sim is not None and translated["diff"] is not None:
-            paired = translated["diff"][metric]
-            entry["translated_beats_real_only"] = bool(
-                paired and paired["mean"] > 0 and paired["std"] is not None and paired["mean"] > paired["std"]
-            )
-            entry["translated_beats_sim"] = bool(translated[metric] > sim[metric])
+        for arm, row in arms.items():
+            if "translated" not in arm or row["diff"] is None or sim is None:
+                continue
+            paired = row["diff"][metric] or {"mean": None, "std": None}
+            mean, std = paired["mean"], paired["std"]
+            entry["goal"][arm] = {
+                "beats_real_only_by_one_std": None not in (mean, std) and mean > 0 and mean > std,
+                "beats_sim": None not in (row[metric], sim[metric]) and row[metric] > sim[metric],
+            }
         verdicts[task] = entry
     return verdicts
+
+
+def _pm(mean: float | None, std: float | None, sign: str = "") -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:{sign}.2f}" + ("" if std is None else f" ± {std:.2f}")
 
 
 def main() -> None:
@@ -82,15 +92,13 @@ def main() -> None:
     print(f"\nseeds={args.seeds} profiles translator={args.translator_profile} "
           f"evaluate={args.evaluate_profile} scale={args.scale} took {time.perf_counter() - started:.0f}s")
     for task, entry in verdicts.items():
-        diffs = ", ".join(
-            f"{arm} {d['mean']:+.2f}±{d['std'] if d['std'] is not None else float('nan'):.2f}"
-            for arm, d in entry["paired_diff"].items() if d
-        )
         print(f"{task} {entry['metric']}: " + ", ".join(
-            f"{arm} {a['mean']:.2f}±{a['std'] if a['std'] is not None else float('nan'):.2f}"
-            for arm, a in entry["arms"].items()) + f" | paired Δ vs real-only: {diffs}"
-              f" | translated > real-only by > 1 std: {entry.get('translated_beats_real_only')}"
-              f", translated > sim: {entry.get('translated_beats_sim')}")
+            f"{arm} {_pm(a['mean'], a['std'])}" for arm, a in entry["arms"].items()))
+        print("  paired Δ vs real-only: " + ", ".join(
+            f"{arm} {_pm(d['mean'], d['std'], '+')}" for arm, d in entry["paired_diff"].items() if d))
+        for arm, verdict in entry["goal"].items():
+            print(f"  {arm}: > real-only by more than one std: {verdict['beats_real_only_by_one_std']}; "
+                  f"> real+sim: {verdict['beats_sim']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({"args": vars(args), "goal": verdicts, **result}, indent=1,
                                          default=str))

@@ -104,10 +104,15 @@ class MetricsStore:
 
     def latest_rows(self, version: str | None = None) -> list[dict[str, Any]]:
         """The newest row of each (train versions, val, protocol, seed, task, class, metric); optionally
-        only rows that mention ``version`` (``name@version``) as real, extra or val version."""
+        only rows that mention ``version`` (``name@version``) as real, extra or val version, plus the
+        real-only rows of the same real and val versions (the baseline of the paired differences)."""
         rows = self.read().to_pylist()
         if version:
-            rows = [r for r in rows if version in (r["real_version"], r["extra_version"], r["val_version"])]
+            kept = [r for r in rows if version in (r["real_version"], r["extra_version"], r["val_version"])]
+            pairs = {(r["real_version"], r["val_version"]) for r in kept}
+            baselines = [r for r in rows if r["arm"] == REAL_ONLY and r not in kept
+                         and (r["real_version"], r["val_version"]) in pairs]
+            rows = kept + baselines  # the real-only arms the kept arms are compared with
         newest: dict[tuple, dict[str, Any]] = {}
         for row in sorted(rows, key=lambda r: r["time"]):
             key = (row["train_versions"], row["val_version"], row["protocol"], row["seed"], row["task"],

@@ -174,7 +174,9 @@ def test_metrics_cli_prints_the_stored_tables(world: dict[str, Any]) -> None:
     said = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"  # a failure shows both
     assert done.returncode == 0, said
     printed = json.loads(done.stdout.strip().splitlines()[-1])
-    assert [r["Arm"] for r in printed["tables"]["detection"]] == ["real+toy-sim"], said  # rows using sim
+    det = printed["tables"]["detection"]
+    assert [r["Arm"] for r in det] == ["real-only", "real+toy-sim"], said  # sim's rows and their baseline
+    assert det[1]["diff"]["mAP"]["n"] == 2, said  # paired over both seeds
     assert "Segmentation: IoU (%)" in done.stderr and "mIoU" in done.stderr, said
     everything = subprocess.run([*cli, "metrics"], capture_output=True, text=True, env=env, timeout=300)
     said = f"stdout:\n{everything.stdout}\nstderr:\n{everything.stderr}"

@@ -71,7 +71,7 @@ def test_latest_rows_filter_by_version_and_keep_newest(tmp_path: Path) -> None:
     latest = store.latest_rows()
     assert len(latest) == 12
     assert next(r for r in latest if r["metric"] == "mAP" and r["arm"] == "real-only")["value"] == 30.0
-    assert {r["arm"] for r in store.latest_rows("sim@v2")} == {"real+sim"}
+    assert {r["arm"] for r in store.latest_rows("sim@v2")} == {"real+sim", "real-only"}  # + its baseline
     assert store.latest_rows("other@v9") == []
 
 
