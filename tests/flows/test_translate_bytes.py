@@ -1,0 +1,152 @@
+"""The translated bytes are pinned: a fixed tiny translator, toy data and config give these exact shards.
+
+Refactoring the translate path must not move a byte where the config did not change. The md5 of every
+tar member, of every shard file and the version id are recorded below for two configs (the defaults —
+bf16 where the CPU has it — and fp32/jpg with one thread). Float kernels differ between CPU models and
+torch builds, so the pins hold on the platform they were recorded on: a canary (this CPU's kernel
+class and the fp32 reference forward pass of the same translator) tells that platform apart, and
+elsewhere the test skips with the canary it found. ``PIN_PRINT=1`` prints the values to record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from sim2real.flows.translate import TranslateConfig, translate_flow
+from sim2real.models.translator.checkpoint import translator_weights
+from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.model import Translator, build_translator
+from sim2real.storage import ingest
+from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.sources.toysim import ToySimConfig, write_export
+from sim2real.storage.versions import DatasetStore
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def tiny_model() -> tuple[TranslatorConfig, Translator]:
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    torch.manual_seed(0)
+    model = build_translator(config)
+    with torch.no_grad():
+        model.real_style.normal_()
+    return config, model.eval()
+
+
+def canary(model: Translator) -> str:
+    """This platform's float kernels: CPU capability, bf16 support and an fp32 forward pass's bytes."""
+    images = torch.from_numpy(np.random.default_rng(3).random((2, 3, 32, 64), dtype=np.float32))
+    with torch.inference_mode():
+        out = model.translate(images * 2 - 1).add(1).mul(127.5).round().to(torch.uint8).numpy().tobytes()
+    capability = torch.backends.cpu.get_cpu_capability()
+    if torch.cpu._is_amx_tile_supported():  # bf16 convolutions run on AMX tiles, other kernels
+        capability += "+AMX"
+    return f"{capability}/{torch.__version__}/{hashlib.md5(out).hexdigest()[:12]}"
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """7 toy frames ingested in shards of 4 (no Prefect) and the tiny translator in the registry."""
+    tmp = tmp_path_factory.mktemp("pins")
+    write_export(tmp / "export", ToySimConfig(style="sim", height=32, width=64, seed=11), 7)
+    root = str(tmp / "root")
+    store = DatasetStore(root)
+    plan = ingest.plan_ingest(str(tmp / "export"), "pin", ingest.IngestConfig(max_shard_samples=4))
+    parts = [
+        ingest.build_shard(store, "pin", plan.version, "folder", i, f) for i, f in enumerate(plan.shards)
+    ]
+    source = ingest.commit_ingest(store, plan, parts)
+    config, model = tiny_model()
+    translator = TranslatorRegistry(root).save(
+        translator_weights(model), {"config": config.model_dump(mode="json"), "steps": 0}
+    )
+    return {"root": root, "source": source.ref, "translator": translator, "canary": canary(model)}
+
+
+def fingerprint(root: str, result: dict[str, Any]) -> dict[str, str]:
+    """md5 of each shard file (names, headers, order and every member's bytes) and of each translated
+    image member, by name."""
+    version = DatasetStore(root).open(f"{result['name']}@{result['version']}")
+    found = {}
+    for url in version.shard_urls:
+        data = Path(url).read_bytes()
+        found[Path(url).name] = hashlib.md5(data).hexdigest()[:16]
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            for member in tar.getmembers():
+                if ".rgb." in member.name:
+                    image = tar.extractfile(member).read()  # type: ignore[union-attr]
+                    found[member.name] = hashlib.md5(image).hexdigest()[:16]
+    return found
+
+
+# The knobs as a user sets them on the CLI (--precision, --format, --batch-size, --cpu-streams).
+CASES = {
+    "defaults": {"device": "cpu"},
+    "fp32-jpg-1thread": {
+        "device": "cpu",
+        "precision": "fp32",
+        "image_format": "jpg",
+        "batch_size": 3,
+        "cpu_streams": 1,
+    },
+}
+
+CANARY = "AVX512+AMX/2.14.1+cu130/f7fd0eff28e6"  # recorded 2026-12-05 on the project's 2-core box
+# case: (version id, {shard file or image member: md5[:16]})
+PINNED: dict[str, tuple[str, dict[str, str]]] = {
+    "defaults": (
+        "393ef5eec60d462a",
+        {
+            "pin-defaults-000000.tar": "5f50b7829aa92383",
+            "sim-s11-000000.rgb.png": "14c4765da4dfa5a6",
+            "sim-s11-000001.rgb.png": "322f3ae11fff2671",
+            "sim-s11-000002.rgb.png": "5f166c5b940012f6",
+            "sim-s11-000003.rgb.png": "617579f3a789d8b5",
+            "pin-defaults-000001.tar": "a96be8168b7b678d",
+            "sim-s11-000004.rgb.png": "29c5ef3744b2ada8",
+            "sim-s11-000005.rgb.png": "e760a6e1dab226c4",
+            "sim-s11-000006.rgb.png": "b5c61bd3e2f6672c",
+        },
+    ),
+    "fp32-jpg-1thread": (
+        "36d332670790235c",
+        {
+            "pin-fp32-jpg-1thread-000000.tar": "c827863bab181230",
+            "sim-s11-000000.rgb.jpg": "d240199caa37bbee",
+            "sim-s11-000001.rgb.jpg": "f9298296ab2e4eb7",
+            "sim-s11-000002.rgb.jpg": "567e5bc651f2b31f",
+            "sim-s11-000003.rgb.jpg": "07830b8be1b4a276",
+            "pin-fp32-jpg-1thread-000001.tar": "076b714b4d85297d",
+            "sim-s11-000004.rgb.jpg": "c83eeb9e9456931f",
+            "sim-s11-000005.rgb.jpg": "889cf5f14b057865",
+            "sim-s11-000006.rgb.jpg": "c551f75590dfb4fb",
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_translated_bytes_are_pinned(world: dict[str, Any], case: str):
+    result = translate_flow(
+        world["source"], world["translator"], f"pin-{case}", world["root"], TranslateConfig(**CASES[case])
+    )
+    found = fingerprint(world["root"], result)
+    if os.environ.get("PIN_PRINT"):
+        print(f"\nCANARY = {world['canary']!r}\n{case!r}: ({result['version']!r}, {found!r}),")
+    if world["canary"] != CANARY:
+        pytest.skip(f"pins recorded on {CANARY}; this platform is {world['canary']}")
+    version, pinned = PINNED[case]
+    assert found == pinned
+    assert result["version"] == version
