@@ -31,7 +31,7 @@ from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.model import Translator, build_translator
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.storage.translate_io import EncodeConfig, encode_rgb
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 
 BASELINE = EncodeConfig("png", png_compress_level=6, png_strategy="default", png_filter="adaptive")
 SETTINGS = [

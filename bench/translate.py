@@ -57,13 +57,13 @@ from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E40
 from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
 from sim2real.models.translator.engine import PRECISIONS, TranslatorEngine  # noqa: E402
 from sim2real.models.translator.model import Translator, build_translator  # noqa: E402
-from sim2real.models.translator_infer import resolve_device  # noqa: E402
+from sim2real.models.translator.engine import resolve_device  # noqa: E402
 from sim2real.storage import ingest  # noqa: E402
 from sim2real.storage.reader import decode_rgb, raw_samples  # noqa: E402
 from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
 from sim2real.storage.schema import rgb_member  # noqa: E402
 from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402
-from sim2real.storage.translate_io import EncodeConfig, encode_rgb  # noqa: E402
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb  # noqa: E402
 from sim2real.storage.versions import DatasetStore, Version  # noqa: E402
 from sim2real.tasks import translate as translate_tasks  # noqa: E402
 

@@ -39,7 +39,7 @@ def translate(
     from sim2real.flows.runtime import quiet_prefect
     from sim2real.flows.translate import TranslateConfig, run_translate
     from sim2real.models.translator.engine import resolve_precision
-    from sim2real.models.translator_infer import resolve_device
+    from sim2real.models.translator.engine import resolve_device
 
     if runner not in RUNNERS:
         raise typer.BadParameter(f"runner {runner!r}: choose one of {', '.join(RUNNERS)}")

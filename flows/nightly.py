@@ -34,7 +34,7 @@ from sim2real.flows.promotion import (
 from sim2real.flows.reporting import artifact_key, table
 from sim2real.flows.translate import TranslateConfig, translate_flow
 from sim2real.models.metrics.translation import ReferenceSegmenterConfig, TranslationMetricsConfig
-from sim2real.models.translator_infer import resolve_device
+from sim2real.models.translator.engine import resolve_device
 from sim2real.storage.sources.base import get_format
 from sim2real.storage.versions import DatasetStore, default_root
 from sim2real.tasks.quality import measure_quality

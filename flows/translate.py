@@ -29,9 +29,10 @@ from sim2real.flows.runners import (
     tasks_leave_process,
 )
 from sim2real.flows.runtime import embedded_run_settings
-from sim2real.models.translator.engine import Precision, resolve_precision
-from sim2real.models.translator_infer import InferenceConfig, resolve_device
-from sim2real.storage.translate_io import EncodeConfig, PngFilter, PngStrategy, TranslatePlan
+from sim2real.models.translator.engine import Precision, resolve_device, resolve_precision
+from sim2real.storage.image_encoding import EncodeConfig, PngFilter, PngStrategy
+from sim2real.storage.translate import TranslatePlan
+from sim2real.storage.translate_read import ReadConfig
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
@@ -106,11 +107,11 @@ class TranslateConfig(BaseModel):
             self.image_format, self.jpeg_quality, self.png_compress_level, self.png_strategy, self.png_filter
         )
 
-    def inference(self, device: torch.device) -> InferenceConfig:
+    def read(self, device: torch.device) -> ReadConfig:
         workers = self.decode_workers
         if workers is None:
             workers = min(4, (os.cpu_count() or 2) // 2) if device.type == "cuda" else 0
-        return InferenceConfig(self.batch_size, workers, self.prefetch_batches)
+        return ReadConfig(self.batch_size, workers, self.prefetch_batches)
 
     def encoders(self, device: torch.device) -> int:
         """Encode threads per shard task on ``device``."""
@@ -165,10 +166,10 @@ def translate_flow(
     if device.type == "cuda" and tasks_leave_process():  # threads share this process's GPU engine
         ensure_tag_limit(GPU_TAG, config.gpu_slots)
         shard_task = shard_task.with_options(tags=[GPU_TAG])
-    encode, inference, engine = config.encode(), config.inference(device), config.engine(device)
+    encode, read, engine = config.encode(), config.read(device), config.engine(device)
     # Submitted parameters stay unquoted: Dask rebuilds tuples, a quote() arrives there as a bare tuple.
     futures = [
-        shard_task.submit(root, plan, i, encode, inference, engine, config.encoders(device))
+        shard_task.submit(root, plan, i, encode, read, engine, config.encoders(device))
         for i in range(len(plan.shard_urls))
     ]
     parts = wait_for_shards(futures, plan)

@@ -1,16 +1,19 @@
-"""Prefect tasks of the translate flow: thin wrappers over ``storage.translate_io`` and the torch pipeline.
+"""Prefect tasks of the translate flow: plan → translate each shard → commit, as ``tasks/ingest.py``.
 
-Tasks take references (root URL, plan, shard index) and return small dicts; images never pass
-through Prefect. A worker builds each translator's engine once and keeps it for the shards that follow
-(so a compiled engine compiles once per process and input shape).
+A shard task chains three steps, as webdataset chains its generators: ``storage`` reads the source
+shard as decoded batches, the ``models`` engine turns their pixels into translated pixels, ``storage``
+encodes, checks and writes the translated shard. Tasks take references (root URL, plan, shard index)
+and return small dicts; images never pass through Prefect. A worker builds each translator's engine once
+and keeps it for the shards that follow (a compiled engine compiles once per process and input shape).
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,11 +21,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import TranslatorEngine
-from sim2real.models.translator_infer import InferenceConfig, translate_shard_frames
-from sim2real.storage import translate_io
+from sim2real.models.translator.engine import Encoder, TranslatorEngine
+from sim2real.storage import translate as translation
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
+from sim2real.storage.preview import before_after_grid
 from sim2real.storage.reader import register_fsspec_schemes
 from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.translate_read import FrameBatch, ReadConfig, read_batches
 from sim2real.storage.versions import DatasetStore, Version
 
 
@@ -65,13 +70,24 @@ def _build_engine(root: str, translator_id: str, engine: EngineConfig) -> Transl
     )
 
 
+def translated(
+    engine: TranslatorEngine, batches: Iterable[FrameBatch], encode: Encoder
+) -> Iterator[FrameBatch]:
+    """Each batch with its translated ``pixels`` (and, where the engine encoded them, ``encoded``)."""
+    batches, for_engine = itertools.tee(batches)
+    results = engine.translate_batches((batch.images for batch in for_engine), encode)
+    for batch, (pixels, encoded) in zip(batches, results, strict=True):
+        batch.pixels, batch.encoded = pixels, encoded
+        yield batch
+
+
 @task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def plan_translate(
     root: str, source: str, translator_id: str, out_name: str, config: Mapping[str, Any]
-) -> translate_io.TranslatePlan:
+) -> translation.TranslatePlan:
     """Resolve source and translator, derive the translated version id."""
     card = TranslatorRegistry(root).card(translator_id)
-    return translate_io.plan_translation(DatasetStore(root), source, card, out_name, config)
+    return translation.plan_translation(DatasetStore(root), source, card, out_name, config)
 
 
 @task(
@@ -83,10 +99,10 @@ def plan_translate(
 )
 def translate_shard(
     root: str,
-    plan: translate_io.TranslatePlan,
+    plan: translation.TranslatePlan,
     index: int,
-    encode: translate_io.EncodeConfig,
-    inference: InferenceConfig,
+    encode: EncodeConfig,
+    read: ReadConfig,
     engine: EngineConfig,
     encode_threads: int = 2,
 ) -> dict[str, Any]:
@@ -96,38 +112,32 @@ def translate_shard(
     """
     started = time.perf_counter()
     store = DatasetStore(root)
-    part = translate_io.read_part(store, plan.name, plan.version, index)
+    part = translation.read_part(store, plan.name, plan.version, index)
     if part is not None:
         return {**part, "skipped": True, "seconds": 0.0}
     register_fsspec_schemes()
     url = plan.shard_urls[index]
-    source_rows = translate_io.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
-    frames = translate_shard_frames(
+    source_rows = translation.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
+    batches = translated(
         cached_engine(root, plan.lineage.translator_id, engine),
-        url,
-        inference,
-        encode=functools.partial(translate_io.encode_rgb, config=encode),
+        read_batches(url, read),
+        functools.partial(encode_rgb, config=encode),
     )
-    part = translate_io.write_translated_shard(
-        store,
-        (plan.name, plan.version, index),
-        frames,
-        (url, source_rows),
-        encode,
-        plan.lineage,
-        encode_threads,
+    out = (plan.name, plan.version, index)
+    part = translation.write_translated_shard(
+        store, out, batches, (url, source_rows), encode, plan.lineage, encode_threads
     )
     return {**part, "skipped": False, "seconds": time.perf_counter() - started}
 
 
 @task(name="commit-translation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def commit_translation(
-    root: str, plan: translate_io.TranslatePlan, parts: Sequence[Mapping[str, Any]]
+    root: str, plan: translation.TranslatePlan, parts: Sequence[Mapping[str, Any]]
 ) -> Version:
     """Write manifest, index and, last, version.json of the translated version."""
     store = DatasetStore(root)
     records = [{k: v for k, v in part.items() if k not in ("skipped", "seconds")} for part in parts]
-    return translate_io.commit_translation(
+    return translation.commit_translation(
         store, (plan.name, plan.version), store.open(plan.source), plan.lineage, plan.config, records
     )
 
@@ -136,4 +146,4 @@ def commit_translation(
 def preview_translation(root: str, source: str, translated: str, count: int = 4) -> bytes:
     """A PNG grid of source (left) and translated (right) frames."""
     store = DatasetStore(root)
-    return translate_io.before_after_grid(store, store.open(source), store.open(translated), count)
+    return before_after_grid(store, store.open(source), store.open(translated), count)

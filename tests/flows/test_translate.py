@@ -150,20 +150,20 @@ def test_rerun_writes_nothing(world: dict[str, Any]):
 def test_failure_after_some_shards_then_rerun_completes(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ):
-    real = translate_tasks.translate_shard_frames
+    real = translate_tasks.read_batches
 
-    def failing(engine, url, config, **kwargs):
+    def failing(url, config):
         if url.endswith(shard_file_name("toy", 1)):
             raise RuntimeError("injected crash")
-        return real(engine, url, config, **kwargs)
+        return real(url, config)
 
-    monkeypatch.setattr(translate_tasks, "translate_shard_frames", failing)
+    monkeypatch.setattr(translate_tasks, "read_batches", failing)
     monkeypatch.setattr(
         translate_tasks, "translate_shard", translate_tasks.translate_shard.with_options(retries=0)
     )
     with pytest.raises(ShardsFailed, match=r"shards \[1\] failed"):
         translate_flow(world["source"], world["translator"], "toy-crash", world["root"], CONFIG)
-    monkeypatch.setattr(translate_tasks, "translate_shard_frames", real)
+    monkeypatch.setattr(translate_tasks, "read_batches", real)
 
     result = translate_flow(world["source"], world["translator"], "toy-crash", world["root"], CONFIG)
     assert (result["samples"], result["skipped_shards"], result["version"]) == (
@@ -243,9 +243,9 @@ def test_config_resolves_engine_and_workers_and_version_covers_numerics_only(mon
     config = TranslateConfig(batch_size=16, precision="fp32", compile=True)
     assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16, streams=2)
     assert config.engine(torch.device("cuda")).streams == 1  # one stream per GPU
-    assert config.inference(cpu).decode_workers == 0  # CPU default: decode in the task
-    assert TranslateConfig(decode_workers=3).inference(cpu).decode_workers == 3
-    assert TranslateConfig(decode_workers=None).inference(torch.device("cuda")).decode_workers >= 1
+    assert config.read(cpu).decode_workers == 0  # CPU default: decode in the task
+    assert TranslateConfig(decode_workers=3).read(cpu).decode_workers == 3
+    assert TranslateConfig(decode_workers=None).read(torch.device("cuda")).decode_workers >= 1
     assert TranslateConfig().encoders(cpu) == 2 and TranslateConfig(encode_threads=3).encoders(cpu) == 3
     monkeypatch.setattr(os, "cpu_count", lambda: 16)  # a GPU host: two tasks, each a quarter of the cores
     assert TranslateConfig().encoders(torch.device("cuda")) == 4

@@ -9,21 +9,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.models.translator.engine import (
+from sim2real.models.translator.engine import TranslatorEngine, native_bf16, resolve_precision
+from sim2real.models.translator.inference import translate_batch
+from sim2real.models.translator.inference_graph import (
     InferenceGraph,
     SamplewiseInstanceNorm,
-    TranslatorEngine,
     TwoPassInstanceNorm,
     UpsampledConv,
     can_fold,
-    native_bf16,
-    resolve_precision,
     samplewise_instance_norm,
     two_pass_instance_norm,
     use_samplewise_instance_norms,
     use_two_pass_instance_norms,
 )
-from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
 from sim2real.models.translator.networks import AdaINResBlock
 

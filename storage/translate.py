@@ -1,28 +1,26 @@
-"""Translate: the storage side of turning a source version into a translated one (no torch, no Prefect).
+"""Translate, the storage side: plan → write each translated shard → commit (as ``storage/ingest.py``).
 
-The torch pipeline (``sim2real.models.translator_infer``) yields one translated frame at a time: the
-key, the source sample's members as raw bytes, and the translated image as an H×W×3 uint8 array (or
-the reason it could not be translated). This module encodes those images in a thread pool while the
-pipeline keeps computing, copies the label members byte for byte, adds lineage to ``meta.json``,
-checks every label's sha256 against the source manifest and writes the shard with its part record.
+``plan_translation`` resolves the source version and derives the translated version id;
+:mod:`sim2real.storage.translate_read` reads a source shard as batches of decoded frames;
+``write_translated_shard`` takes those batches back with their translated pixels, encodes them (in a
+thread pool, while the translation keeps running), copies the label members byte for byte, adds lineage
+to ``meta.json``, checks every label's sha256 against the source manifest and writes the shard with its
+part record; ``commit_translation`` gathers the parts and commits the version. No torch, no Prefect.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, Protocol, TypeAlias
-
-import numpy as np
-from PIL import Image
+from typing import Any
 
 from sim2real import __version__
 from sim2real.storage import schema
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
-from sim2real.storage.png import PNG_FILTER_TYPES, RowFilter, encode_png_rgb
-from sim2real.storage.shards import ShardBuilder, read_shard
+from sim2real.storage.shards import ShardBuilder
+from sim2real.storage.translate_read import FrameBatch
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
 
 SCHEMA_VERSION = 1
@@ -30,57 +28,6 @@ SCHEMA_VERSION = 1
 
 class LabelMismatch(ValueError):
     """A label member of a translated sample differs from the source manifest; names shard, key, member."""
-
-
-PngStrategy = Literal["default", "filtered", "huffman", "rle", "fixed"]
-# ``adaptive``: PIL's per-row filter choice; the others: one filter for every row (``storage.png``).
-PngFilter: TypeAlias = Literal["adaptive"] | RowFilter
-# zlib's deflateInit2 strategy constants (Z_DEFAULT_STRATEGY … Z_FIXED), as Pillow's ``compress_type``.
-PNG_STRATEGIES: dict[str, int] = {"default": 0, "filtered": 1, "huffman": 2, "rle": 3, "fixed": 4}
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    """How translated images are stored. Encoding is deterministic: same pixels, same bytes."""
-
-    image_format: Literal["png", "jpg"] = "png"
-    jpeg_quality: int = 95  # libjpeg quality for ``jpg`` (1-95)
-    png_compress_level: int = 6  # zlib level for ``png`` (0-9); higher is smaller and slower
-    # zlib strategy for ``png``. ``rle`` (run-length matches only) is the default: on translated images
-    # it writes smaller files than zlib's default strategy in under a third of the time (bench/encode.py).
-    png_strategy: PngStrategy = "rle"
-    # PNG row filter. ``paeth`` for every row (our writer) is the default: as small as PIL's per-row
-    # choice on translated images, in 30-40 % less CPU (bench/encode.py).
-    png_filter: PngFilter = "paeth"
-
-    def __post_init__(self) -> None:
-        if self.image_format not in ("png", "jpg"):
-            raise ValueError(f"image_format {self.image_format!r}: choose 'png' or 'jpg'")
-        if self.png_strategy not in PNG_STRATEGIES:
-            raise ValueError(f"png_strategy {self.png_strategy!r}: choose one of {sorted(PNG_STRATEGIES)}")
-        if self.png_filter != "adaptive" and self.png_filter not in PNG_FILTER_TYPES:
-            raise ValueError(
-                f"png_filter {self.png_filter!r}: choose 'adaptive' or one of {sorted(PNG_FILTER_TYPES)}"
-            )
-        if not 1 <= self.jpeg_quality <= 95 or not 0 <= self.png_compress_level <= 9:
-            raise ValueError(f"encode config {self}: jpeg_quality in 1..95, png_compress_level in 0..9")
-
-    @property
-    def member(self) -> str:
-        """The output image member, ``rgb.png`` or ``rgb.jpg``."""
-        return schema.RGB_PNG if self.image_format == "png" else schema.RGB_JPG
-
-
-class TranslatedFrame(Protocol):
-    """What the inference pipeline yields per source frame."""
-
-    position: int  # index of the sample in the source shard
-    key: str
-    members: Mapping[str, bytes]  # the source sample's members except the image, raw bytes
-    source_rgb_sha256: str | None
-    rgb: np.ndarray | None  # H×W×3 uint8, None when the frame could not be translated
-    error: str | None
-    encoded: bytes | None  # ``rgb`` already encoded with this shard's EncodeConfig, or None
 
 
 @dataclass(frozen=True)
@@ -93,26 +40,6 @@ class Lineage:
 
     def meta(self, source_rgb_sha256: str | None) -> dict[str, Any]:
         return {"translation": {**asdict(self), "source_rgb_sha256": source_rgb_sha256}}
-
-
-def encode_rgb(rgb: np.ndarray, config: EncodeConfig) -> bytes:
-    """H×W×3 uint8 → PNG or JPEG bytes (fixed settings, no timestamps: deterministic)."""
-    if config.image_format == "png" and config.png_filter != "adaptive":
-        strategy = PNG_STRATEGIES[config.png_strategy]
-        return encode_png_rgb(rgb, config.png_filter, config.png_compress_level, strategy)
-    image = Image.fromarray(np.ascontiguousarray(rgb), "RGB")
-    buffer = io.BytesIO()
-    if config.image_format == "png":
-        image.save(
-            buffer,
-            format="PNG",
-            compress_level=config.png_compress_level,
-            compress_type=PNG_STRATEGIES[config.png_strategy],
-            optimize=False,
-        )
-    else:
-        image.save(buffer, format="JPEG", quality=config.jpeg_quality, subsampling=0, optimize=False)
-    return buffer.getvalue()
 
 
 def translate_version_id(
@@ -171,26 +98,27 @@ def translated_row(
 
 
 def _finish_sample(
-    frame: TranslatedFrame, rgb_bytes: bytes, config: EncodeConfig, lineage: Lineage
+    batch: FrameBatch, i: int, rgb_bytes: bytes, config: EncodeConfig, lineage: Lineage
 ) -> tuple[dict[str, bytes], dict[str, str]]:
-    """The translated sample's members (``meta.json`` with lineage and hashes) and each one's sha256,
-    every member hashed once."""
-    members = {m: d for m, d in frame.members.items() if m not in schema.RGB_MEMBERS}
+    """Frame ``i``'s translated sample members (``meta.json`` with lineage and hashes) and each one's
+    sha256, every member hashed once."""
+    members = {m: d for m, d in batch.labels[i].items() if m not in schema.RGB_MEMBERS}
     members[config.member] = rgb_bytes
     digests = member_digests({m: d for m, d in members.items() if m != schema.META})
-    members = with_member_hashes(frame.key, members, lineage.meta(frame.source_rgb_sha256), digests)
+    meta = lineage.meta(batch.source_rgb_sha256[i])
+    members = with_member_hashes(batch.keys[i], members, meta, digests)
     digests[schema.META] = schema.sha256_hex(members[schema.META])
     return members, digests
 
 
-def _quarantine_row(shard_url: str, frame: TranslatedFrame, reason: str) -> dict[str, str]:
-    return {"key": frame.key, "path": shard_url, "reason": reason}
+def _quarantine_row(shard_url: str, key: str, reason: str) -> dict[str, str]:
+    return {"key": key, "path": shard_url, "reason": reason}
 
 
 def write_translated_shard(
     store: DatasetStore,
     out: tuple[str, str, int],
-    frames: Iterable[TranslatedFrame],
+    batches: Iterable[FrameBatch],
     source_shard: tuple[str, Mapping[str, Mapping[str, Any]]],
     config: EncodeConfig,
     lineage: Lineage,
@@ -199,13 +127,13 @@ def write_translated_shard(
     """Encode, check and write shard ``out = (name, version, index)``; return its part record.
 
     ``source_shard`` is ``(shard url, {key: source manifest row})``. Images are encoded in a pool of
-    ``encode_threads`` while ``frames`` keeps producing (frames that arrive ``encoded`` with ``config``
-    are taken as they are). Samples are written in source order. Frames the pipeline could not
-    translate are quarantined; a label that differs from the source manifest raises
+    ``encode_threads`` while ``batches`` keeps producing (batches that arrive ``encoded`` with
+    ``config`` are taken as they are). Samples are written in source order. Frames without translated
+    pixels are quarantined with their ``errors``; a label that differs from the source manifest raises
     :class:`LabelMismatch` and nothing is written.
 
     Each sample is checked and added to the in-memory tar as soon as it and every sample before it are
-    ready, while ``frames`` is still producing; only the rename and the part record wait for the end.
+    ready, while ``batches`` is still producing; only the rename and the part record wait for the end.
     Checking and tarring a 256-frame shard at the end took 110-180 ms, during which the pipeline in
     front had nothing to overlap with (on 2 CPU cores both shard tasks reached that point together).
     """
@@ -213,14 +141,15 @@ def write_translated_shard(
     shard_url, source_rows = source_shard
     shard = _CheckedShard(shard_file_name(name, index), shard_url, source_rows, config, lineage)
     with ThreadPoolExecutor(max_workers=max(1, encode_threads), thread_name_prefix="encode") as pool:
-        for frame in frames:
-            encoded: Future[bytes] | None = None
-            if frame.encoded is not None:
-                encoded = Future()
-                encoded.set_result(frame.encoded)
-            elif frame.rgb is not None:
-                encoded = pool.submit(encode_rgb, frame.rgb, config)
-            shard.arrive(frame, encoded)
+        for batch in batches:
+            for i in range(len(batch.keys)):
+                encoded: Future[bytes] | None = None
+                if batch.encoded is not None:
+                    encoded = Future()
+                    encoded.set_result(batch.encoded[i])
+                elif batch.pixels is not None:
+                    encoded = pool.submit(encode_rgb, batch.pixels[i], config)
+                shard.arrive(batch, i, encoded)
         shard.drain(wait=True)
     return shard.commit(store, store.shard_path(name, version, index), store.part_path(name, version, index))
 
@@ -238,16 +167,17 @@ class _CheckedShard:
     ) -> None:
         self.shard_file, self.shard_url, self.source_rows = shard_file, shard_url, source_rows
         self.config, self.lineage = config, lineage
-        self.waiting: dict[int, tuple[TranslatedFrame, Future[bytes] | None]] = {}  # by source position
+        self.waiting: dict[int, tuple[FrameBatch, int, Future[bytes] | None]] = {}  # by source position
         self.next_position = 0
         self.builder = ShardBuilder()
         self.rows: list[dict[str, Any]] = []
         self.quarantine: list[dict[str, str]] = []
         self.seen: list[str] = []
 
-    def arrive(self, frame: TranslatedFrame, encoded: Future[bytes] | None) -> None:
-        """Take a frame (``encoded`` None: it could not be translated) and add every sample that is ready."""
-        self.waiting[frame.position] = (frame, encoded)
+    def arrive(self, batch: FrameBatch, i: int, encoded: Future[bytes] | None) -> None:
+        """Take frame ``i`` of ``batch`` (``encoded`` None: it was not translated) and add every sample
+        that is ready."""
+        self.waiting[batch.positions[i]] = (batch, i, encoded)
         self.drain(wait=False)
 
     def drain(self, wait: bool) -> None:
@@ -260,29 +190,30 @@ class _CheckedShard:
                     return
                 self.next_position = min(self.waiting)  # positions are 0..n-1; robust to a gap anyway
                 continue
-            frame, encoded = entry
+            batch, i, encoded = entry
             if not wait and encoded is not None and not encoded.done():
                 return
             del self.waiting[self.next_position]
             self.next_position += 1
-            self._add(frame, encoded)
+            self._add(batch, i, encoded)
 
-    def _add(self, frame: TranslatedFrame, encoded: Future[bytes] | None) -> None:
-        self.seen.append(frame.key)
+    def _add(self, batch: FrameBatch, i: int, encoded: Future[bytes] | None) -> None:
+        key = batch.keys[i]
+        self.seen.append(key)
         if encoded is None:
-            self.quarantine.append(_quarantine_row(self.shard_url, frame, frame.error or "not translated"))
+            self.quarantine.append(_quarantine_row(self.shard_url, key, batch.error(i) or "not translated"))
             return
         try:
-            members, digests = _finish_sample(frame, encoded.result(), self.config, self.lineage)
+            members, digests = _finish_sample(batch, i, encoded.result(), self.config, self.lineage)
         except schema.SchemaError as exc:
-            self.quarantine.append(_quarantine_row(self.shard_url, frame, str(exc)))
+            self.quarantine.append(_quarantine_row(self.shard_url, key, str(exc)))
             return
-        source_row = self.source_rows.get(frame.key)
+        source_row = self.source_rows.get(key)
         if source_row is None:
-            raise LabelMismatch(f"{self.shard_url}: key {frame.key!r} is not in the source manifest")
-        check_labels(self.shard_file, frame.key, digests, source_row)
+            raise LabelMismatch(f"{self.shard_url}: key {key!r} is not in the source manifest")
+        check_labels(self.shard_file, key, digests, source_row)
         self.rows.append(translated_row(source_row, self.shard_file, members, digests))
-        self.builder.add(frame.key, members)
+        self.builder.add(key, members)
 
     def commit(self, store: DatasetStore, shard_path: str, part_path: str) -> dict[str, Any]:
         """Write the shard (atomically) and its part record, once every source sample is accounted for."""
@@ -366,47 +297,3 @@ def plan_translation(
     version = translate_version_id(source.ref, translator_id, weights_sha256, config)
     lineage = Lineage(source.ref, translator_id, weights_sha256)
     return TranslatePlan(source.ref, out_name, version, lineage, dict(config), tuple(source.shard_urls))
-
-
-def _thumbnail(data: bytes, width: int) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as opened:
-        image = opened.convert("RGB")
-    height = max(1, round(image.height * width / image.width))
-    return image.resize((width, height), Image.Resampling.BILINEAR) if image.width > width else image
-
-
-def _images(
-    store: DatasetStore, shard_urls: Sequence[str], keys: set[str] | None, count: int
-) -> dict[str, bytes]:
-    """Image bytes of the given ``keys`` (or the first ``count`` samples) from the shards, in order."""
-    found: dict[str, bytes] = {}
-    for shard_url in shard_urls:
-        for key, members in read_shard(store.fs, shard_url):
-            if keys is None or key in keys:
-                found[key] = members[schema.rgb_member(members)]
-            if len(found) == (count if keys is None else len(keys)):
-                return found
-    return found
-
-
-def before_after_grid(
-    store: DatasetStore, source: Version, translated: Version, count: int = 4, max_width: int = 256
-) -> bytes:
-    """A PNG with up to ``count`` frames of ``translated``: source image left, translation right."""
-    after = _images(store, translated.shard_urls, None, count)
-    before = _images(store, source.shard_urls, set(after), count)
-    pairs = [
-        (_thumbnail(before[k], max_width), _thumbnail(after[k], max_width)) for k in after if k in before
-    ]
-    if not pairs:
-        raise ValueError(f"{translated.ref}: no frames to preview")
-    width = max(b.width for b, _ in pairs)
-    grid = Image.new("RGB", (2 * width + 4, sum(b.height + 4 for b, _ in pairs)), (255, 255, 255))
-    top = 0
-    for left_image, right_image in pairs:
-        grid.paste(left_image, (0, top))
-        grid.paste(right_image, (width + 4, top))
-        top += left_image.height + 4
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    return buffer.getvalue()

@@ -1,4 +1,5 @@
-"""The shard translation pipeline: decode workers, batching by size, labels as raw bytes, checked writes."""
+"""The translate path below Prefect: read a shard in batches (storage), translate the pixels (models),
+write the checked shard (storage) — decode workers, batching by size, labels as raw bytes, checked writes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import io
 import json
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,27 +18,16 @@ from PIL import Image
 from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
-from sim2real.models.translator_infer import (
-    InferenceConfig,
-    TranslatedFrame,
-    decode_pool,
-    shard_batches,
-    translate_shard_frames,
-)
 from sim2real.storage import schema
+from sim2real.storage.image_encoding import PNG_STRATEGIES, EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_row, with_member_hashes
 from sim2real.storage.shards import read_shard, write_shard
-from sim2real.storage.translate_io import (
-    PNG_STRATEGIES,
-    EncodeConfig,
-    LabelMismatch,
-    Lineage,
-    encode_rgb,
-    write_translated_shard,
-)
+from sim2real.storage.translate import LabelMismatch, Lineage, write_translated_shard
+from sim2real.storage.translate_read import FrameBatch, ReadConfig, decode_pool, read_batches
 from sim2real.storage.versions import DatasetStore
+from sim2real.tasks.translate import translated
 
-from .test_translator import tiny_config
+from ..models.test_translator import tiny_config
 
 SIZES = [(24, 40), (32, 48), (24, 40), (24, 40), (32, 48), (24, 40), (24, 40), (32, 48)]
 BAD = {3: "truncated", 6: "garbage"}
@@ -88,9 +79,72 @@ def engine(model) -> TranslatorEngine:
     return TranslatorEngine(model, "cpu", precision="fp32")
 
 
-def run(engine: TranslatorEngine, url: str, workers: int, batch_size: int = 3) -> dict[str, TranslatedFrame]:
-    config = InferenceConfig(batch_size=batch_size, decode_workers=workers)
-    return {f.key: f for f in translate_shard_frames(engine, url, config)}
+@dataclass
+class Frame:
+    """One frame of a translated batch, for assertions."""
+
+    position: int
+    key: str
+    members: dict[str, bytes]
+    source_rgb_sha256: str | None
+    rgb: np.ndarray | None
+    error: str | None
+    encoded: bytes | None
+
+
+def translate_shard_frames(
+    engine: TranslatorEngine, url: str, config: ReadConfig, encode=None
+) -> list[FrameBatch]:
+    """The chain the shard task runs: read → translate (→ write, separately)."""
+    return list(translated(engine, read_batches(url, config), encode))
+
+
+def frames_of(batches: list[FrameBatch]) -> list[Frame]:
+    return [
+        Frame(
+            b.positions[i],
+            b.keys[i],
+            b.labels[i],
+            b.source_rgb_sha256[i],
+            None if b.pixels is None else b.pixels[i],
+            b.error(i),
+            None if b.encoded is None else b.encoded[i],
+        )
+        for b in batches
+        for i in range(len(b.keys))
+    ]
+
+
+def run(engine: TranslatorEngine, url: str, workers: int, batch_size: int = 3) -> dict[str, Frame]:
+    config = ReadConfig(batch_size=batch_size, decode_workers=workers)
+    return {f.key: f for f in frames_of(translate_shard_frames(engine, url, config))}
+
+
+def drop(batches: list[FrameBatch], key: str) -> list[FrameBatch]:
+    """The batches without frame ``key``."""
+    out = []
+    for b in batches:
+        keep = [i for i, k in enumerate(b.keys) if k != key]
+        out.append(
+            FrameBatch(
+                [b.positions[i] for i in keep],
+                [b.keys[i] for i in keep],
+                [b.labels[i] for i in keep],
+                [b.source_rgb_sha256[i] for i in keep],
+                errors=None if b.errors is None else [b.errors[i] for i in keep],
+                pixels=None if b.pixels is None else b.pixels[keep],
+                encoded=None if b.encoded is None else [b.encoded[i] for i in keep],
+            )
+        )
+    return out
+
+
+def tamper(batches: list[FrameBatch], key: str, **members: bytes) -> FrameBatch:
+    """Replace label members of frame ``key`` in place; returns its batch."""
+    batch = next(b for b in batches if key in b.keys)
+    i = batch.keys.index(key)
+    batch.labels[i] = {**batch.labels[i], **members}
+    return batch
 
 
 def test_every_frame_once_sizes_kept_failures_reported(engine, shard):
@@ -132,7 +186,7 @@ def test_batched_pixels_match_single_image_translation(model, engine, shard):
 def test_written_shard_copies_labels_and_quarantines_bad_frames(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=1))
+    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=1))
     part = write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig("jpg"), LINEAGE)
     assert sorted(q["key"] for q in part["quarantine"]) == [f"frame-{i:03d}" for i in sorted(BAD)]
     written = list(read_shard(store.fs, store.shard_path("out", "v1", 0)))
@@ -149,12 +203,9 @@ def test_written_shard_copies_labels_and_quarantines_bad_frames(engine, shard, t
 def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = list(translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=0)))
-    victim = next(f for f in frames if f.rgb is not None)
-    tampered = TranslatedFrame(
-        victim.position, victim.key, {**victim.members, "seg.png": b"x"}, victim.source_rgb_sha256, victim.rgb
-    )
-    frames = [tampered if f.key == victim.key else f for f in frames]
+    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    victim = next(f for f in frames_of(frames) if f.rgb is not None)
+    tamper(frames, victim.key, **{"seg.png": b"x"})
     with pytest.raises(LabelMismatch, match=rf"{victim.key}.*seg.png"):
         write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig(), LINEAGE)
     assert not store.fs.exists(store.shard_path("out", "v1", 0))
@@ -163,7 +214,7 @@ def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp
 
 def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model, engine, shard, tmp_path):
     _, url, rows = shard
-    config = InferenceConfig(batch_size=3, decode_workers=0)
+    config = ReadConfig(batch_size=3, decode_workers=0)
     png = EncodeConfig("png")
 
     def encode(rgb: np.ndarray) -> bytes:
@@ -172,12 +223,13 @@ def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model
     streamed = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
     if streamed.streams < 2:
         pytest.skip("one intra-op thread: the engine runs one stream")
-    inline = list(translate_shard_frames(streamed, url, config, encode=encode))
-    translated = [f for f in inline if f.rgb is not None]
-    assert translated and all(f.encoded == encode(f.rgb) for f in translated)
-    assert all(f.encoded is None for f in inline if f.rgb is None)
+    inline = translate_shard_frames(streamed, url, config, encode=encode)
+    done = [f for f in frames_of(inline) if f.rgb is not None]
+    assert done and all(f.encoded == encode(f.rgb) for f in done)
+    assert all(f.encoded is None for f in frames_of(inline) if f.rgb is None)
     # One stream (the caller's thread): frames come out unencoded, for the writer's encoder pool.
-    assert all(f.encoded is None for f in translate_shard_frames(engine, url, config, encode=encode))
+    unencoded = frames_of(translate_shard_frames(engine, url, config, encode=encode))
+    assert all(f.encoded is None for f in unencoded)
 
     store = DatasetStore(str(tmp_path))
     parts = {}
@@ -191,13 +243,14 @@ def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model
 def test_a_frame_missing_or_foreign_to_the_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = list(translate_shard_frames(engine, url, InferenceConfig(batch_size=3, decode_workers=0)))
-    dropped = [f for f in frames if f.position != 2]
+    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    dropped = drop(frames, "frame-002")
     with pytest.raises(LabelMismatch, match=r"differ from the source manifest: missing \['frame-002'\]"):
         write_translated_shard(store, ("out", "v1", 0), dropped, (url, rows), EncodeConfig(), LINEAGE)
-    victim = next(f for f in frames if f.rgb is not None)
-    foreign = TranslatedFrame(victim.position, "frame-999", victim.members, None, victim.rgb)
-    swapped = [foreign if f.key == victim.key else f for f in frames]
+    victim = next(f for f in frames_of(frames) if f.rgb is not None)
+    swapped = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    batch = next(b for b in swapped if victim.key in b.keys)
+    batch.keys[batch.keys.index(victim.key)] = "frame-999"
     with pytest.raises(LabelMismatch, match="'frame-999' is not in the source manifest"):
         write_translated_shard(store, ("out", "v1", 0), swapped, (url, rows), EncodeConfig(), LINEAGE)
     assert not store.fs.exists(store.shard_path("out", "v1", 0))
@@ -252,16 +305,16 @@ def test_decode_pool_starts_every_worker_up_front():
 
 def test_decode_pool_is_kept_and_a_dead_worker_gives_a_clear_retryable_error(shard):
     _, url, _ = shard
-    config = InferenceConfig(batch_size=3, decode_workers=1)
-    first = list(shard_batches(url, config))
+    config = ReadConfig(batch_size=3, decode_workers=1)
+    first = list(read_batches(url, config))
     pool = decode_pool(1, config.start_method)
     assert decode_pool(1, config.start_method) is pool, "one pool per process, reused across shards"
     for process in list(pool._processes.values()):  # a worker killed by the OOM killer, say
         os.kill(process.pid, signal.SIGKILL)
         process.join()
     with pytest.raises(RuntimeError, match="a decode worker process died.*can be retried"):
-        list(shard_batches(url, config))
-    again = list(shard_batches(url, config))  # a fresh pool
+        list(read_batches(url, config))
+    again = list(read_batches(url, config))  # a fresh pool
     assert decode_pool(1, config.start_method) is not pool
     assert [b.keys for b in again] == [b.keys for b in first]
     assert all(

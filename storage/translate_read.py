@@ -1,0 +1,241 @@
+"""Read a source shard for translation: its samples, grouped into batches of equal image size, decoded.
+
+The first step of the translate path (``read`` → translate → ``write``): the shard is read with stock
+``webdataset``; frames of equal size are grouped into batches from their image headers (no pixel
+decoding, so which frames share a batch — and hence the output bytes — does not depend on how many
+processes decode); each batch is decoded in this thread or, with ``decode_workers``, in a pool of
+processes started once per process and kept, a few batches ahead. Only image bytes travel to a decode
+worker; label members stay here as raw bytes and are never decoded.
+
+Everything travels as one type, :class:`FrameBatch`: read here with the source pixels, filled with the
+translated pixels by the engine's caller, written by :mod:`sim2real.storage.translate`.
+"""
+
+from __future__ import annotations
+
+import io
+import multiprocessing
+import threading
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import webdataset as wds
+from PIL import Image, UnidentifiedImageError
+
+from sim2real.storage import schema
+
+RawSample = dict[str, Any]  # a webdataset sample: ``__key__``, ``__url__`` and member bytes
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How a source shard is batched and decoded; none of it changes the output bytes."""
+
+    batch_size: int = 8  # frames per batch (frames of one size; others wait for their own batch)
+    decode_workers: int = 0  # worker processes decoding images (0: decode in the reading thread)
+    prefetch_batches: int = 2  # batches each worker decodes ahead
+    start_method: str = "forkserver"  # how decode workers start: forkserver or spawn (fork: see decode_pool)
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.decode_workers < 0 or self.prefetch_batches < 1:
+            raise ValueError(f"read config {self}: batch_size >= 1, decode_workers >= 0, prefetch >= 1")
+
+
+@dataclass
+class FrameBatch:
+    """Frames of one source shard that travel together, from the read to the written shard.
+
+    Read with ``images`` (B×3×H×W uint8 source pixels) or, for frames that failed to decode, with
+    ``errors`` instead; the translate step sets ``pixels`` (B×H×W×3 uint8) and, where the engine
+    encoded on its own threads, ``encoded`` (one image file's bytes per frame).
+    """
+
+    positions: list[int]  # index of each sample in the source shard
+    keys: list[str]
+    labels: list[dict[str, bytes]]  # each sample's members except the image: raw bytes
+    source_rgb_sha256: list[str | None]
+    images: np.ndarray | None = None
+    errors: list[str] | None = None
+    pixels: np.ndarray | None = None
+    encoded: list[bytes] | None = None
+
+    def error(self, i: int) -> str | None:
+        """Why frame ``i`` has no translated pixels, or None when it has them."""
+        if self.pixels is not None:
+            return None
+        return self.errors[i] if self.errors else "not translated"
+
+
+def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
+    """Encoded image bytes → (3×H×W uint8 image, sha256 of the bytes).
+
+    Raises :class:`~sim2real.storage.schema.SchemaError` naming ``where`` (shard and key) and the reason.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            array = np.array(image.convert("RGB"))
+    except UnidentifiedImageError as exc:  # its message names a BytesIO object's address
+        reason = f"no known image format ({len(data)} bytes)"
+        raise schema.SchemaError(f"{where}: cannot decode image: {reason}") from exc
+    except Exception as exc:  # PIL raises many types for corrupt images
+        raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
+    return array.transpose(2, 0, 1), schema.sha256_hex(data)
+
+
+def _image_member(raw: RawSample) -> tuple[str, bytes] | str:
+    """(where, bytes) of a raw sample's image, or why it has none."""
+    where = f"{raw.get('__url__')}: key {raw.get('__key__')!r}"
+    try:
+        name = schema.rgb_member([k for k in raw if not k.startswith("__")])
+    except schema.SchemaError as exc:
+        return f"{where}: cannot decode image: {exc}"
+    return where, raw[name]
+
+
+def decode_images(images: list[tuple[str, bytes] | str]) -> list[tuple[np.ndarray, str] | str]:
+    """Decode each ``(where, bytes)`` to ``(image, sha256)``, or to the reason it failed (an entry that
+    is already a reason passes through). What a decode worker runs."""
+    out: list[tuple[np.ndarray, str] | str] = []
+    for item in images:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        try:
+            out.append(decode_image(*item))
+        except schema.SchemaError as exc:
+            out.append(str(exc))
+    return out
+
+
+def image_size(raw: RawSample) -> tuple[int, int] | None:
+    """(height, width) from the image header, or None when there is no readable image."""
+    try:
+        data = raw[schema.rgb_member([k for k in raw if not k.startswith("__")])]
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+    except Exception:  # decode_images reports the reason
+        return None
+
+
+def planned_batches(url: str, batch_size: int) -> Iterator[list[tuple[int, RawSample]]]:
+    """Groups of ``(position, raw sample)`` of the shard at ``url``, equal image size within a group, in
+    the order they fill up; planned from the image headers."""
+    dataset = wds.WebDataset(
+        url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
+    )
+    buckets: dict[tuple[int, int], list[tuple[int, RawSample]]] = {}
+    for position, raw in enumerate(dataset):
+        size = image_size(raw)
+        if size is None:  # no readable header: a batch of its own, which will fail to decode
+            yield [(position, raw)]
+            continue
+        bucket = buckets.setdefault(size, [])
+        bucket.append((position, raw))
+        if len(bucket) == batch_size:
+            yield buckets.pop(size)
+    yield from sorted(buckets.values(), key=lambda bucket: bucket[0][0])
+
+
+def assemble(
+    group: list[tuple[int, RawSample]], decoded: list[tuple[np.ndarray, str] | str]
+) -> list[FrameBatch]:
+    """A planned group and its :func:`decode_images` results → the decoded batch and one batch per
+    failure; label members are taken from the raw samples as they are (bytes, never decoded)."""
+    batches, frames = [], []
+    for (position, raw), result in zip(group, decoded, strict=True):
+        # A sample has exactly one image member (or failed above): every other member is a label.
+        labels = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
+        if isinstance(result, str):
+            batches.append(FrameBatch([position], [raw["__key__"]], [labels], [None], errors=[result]))
+        else:
+            frames.append((position, raw["__key__"], result[0], labels, result[1]))
+    if frames:
+        positions, keys, images, label_sets, shas = zip(*frames, strict=True)
+        batch = FrameBatch(list(positions), list(keys), list(label_sets), list(shas), np.stack(images))
+        batches.append(batch)
+    return batches
+
+
+_POOLS: dict[tuple[int, str], ProcessPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def decode_pool(workers: int, start_method: str) -> ProcessPoolExecutor:
+    """This process's pool of ``workers`` decode processes, started on first use and kept for every
+    shard after (starting clean processes costs seconds; a pool per shard would pay it each time).
+
+    ``forkserver`` and ``spawn`` workers start from a fresh interpreter. ``fork`` copies this process,
+    which here runs Prefect's threads and possibly inductor's compile workers: a forked child can
+    inherit a lock held by another thread, so it is accepted but not the default.
+    """
+    key = (workers, start_method)
+    with _POOLS_LOCK:
+        pool = _POOLS.get(key)
+        if pool is None:
+            context = multiprocessing.get_context(start_method)
+            if start_method == "forkserver":
+                # The fork server imports the main module and this one once; each worker forks from it.
+                context.set_forkserver_preload(["__main__", __name__])
+            pool = ProcessPoolExecutor(workers, mp_context=context)
+            # The executor starts forkserver and spawn workers one per submitted job, so a first shard
+            # of few batches would leave the rest to start while a later shard waits on them: start
+            # them all now, one job each.
+            try:
+                for future in [pool.submit(_worker_ready) for _ in range(workers)]:
+                    future.result()
+            except BrokenProcessPool as exc:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise RuntimeError(f"{workers} {start_method} decode workers failed to start: {exc}") from exc
+            _POOLS[key] = pool
+        return pool
+
+
+def _worker_ready() -> int:
+    return multiprocessing.current_process().pid or 0
+
+
+def _forget_pool(pool: ProcessPoolExecutor) -> None:
+    with _POOLS_LOCK:
+        for key, value in list(_POOLS.items()):
+            if value is pool:
+                del _POOLS[key]
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+def read_batches(url: str, config: ReadConfig) -> Iterator[FrameBatch]:
+    """The decoded batches of the shard at ``url``, in planned order.
+
+    Groups are planned here and decoded in the pool, at most ``decode_workers × prefetch_batches``
+    ahead of the consumer; with no workers (or inside a daemonic process such as a Dask worker, which may
+    not start children) they are decoded in this thread. Raises ``RuntimeError`` (retryable) when a
+    decode worker dies.
+    """
+    workers = config.decode_workers
+    if workers and multiprocessing.current_process().daemon:
+        workers = 0
+    if not workers:
+        for group in planned_batches(url, config.batch_size):
+            yield from assemble(group, decode_images([_image_member(raw) for _, raw in group]))
+        return
+    pool = decode_pool(workers, config.start_method)
+    window: deque[tuple[list[tuple[int, RawSample]], Future[list[tuple[np.ndarray, str] | str]]]] = deque()
+    try:
+        for group in planned_batches(url, config.batch_size):
+            window.append((group, pool.submit(decode_images, [_image_member(raw) for _, raw in group])))
+            if len(window) >= workers * config.prefetch_batches:
+                done, future = window.popleft()
+                yield from assemble(done, future.result())
+        while window:
+            done, future = window.popleft()
+            yield from assemble(done, future.result())
+    except BrokenProcessPool as exc:
+        _forget_pool(pool)  # a retry starts a fresh pool
+        raise RuntimeError(f"{url}: a decode worker process died ({exc}); the shard can be retried") from exc
+    finally:
+        for _, future in window:
+            future.cancel()
