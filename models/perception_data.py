@@ -4,6 +4,11 @@ Input samples are what ``sim2real.storage.reader.decoded_samples`` yields (``rgb
 ``seg`` H×W uint8 trainIds, ``boxes`` list of ``{"label", "bbox_xyxy", ...}``). Each step is a small
 generator so the caller (a Prefect task) chains them: streams → :func:`mix_streams` → batches.
 Randomness (mixing, flips) comes from explicit seeds, so a rerun sees the same batches.
+
+Missing is not empty: ``boxes`` None (no ``boxes.json``) means "no detection labels", not "no
+objects", and ``seg`` None "no segmentation labels". :func:`labelled` leaves such frames out of a
+task's training and evaluation and counts them; an endless stream must be filtered by the reader
+(``decoded_samples(require=label_members(task))``), which fails fast when nothing is left.
 """
 
 from __future__ import annotations
@@ -17,10 +22,49 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sim2real.storage.taxonomy import DETECTION_CLASS_ID
+from sim2real.storage import schema
+from sim2real.storage.taxonomy import DETECTION_CLASS_ID, IGNORE_ID
 
 Sample = dict[str, Any]
 DetectionTarget = dict[str, torch.Tensor]
+#: Per perception task: the decoded sample field holding its labels, and the shard member it comes from.
+TASK_LABELS: dict[str, tuple[str, str]] = {"detection": ("boxes", schema.BOXES),
+                                           "segmentation": ("seg", schema.SEG)}
+
+
+class NoLabelledFrames(ValueError):
+    """A finite stream held no frame with the labels a task needs (the message gives the counts)."""
+
+
+def label_members(task: str) -> tuple[str, ...]:
+    """The shard members a frame must have to be used for ``task`` (``ValueError`` for an unknown task)."""
+    if task not in TASK_LABELS:
+        raise ValueError(f"unknown perception task {task!r}; known: {sorted(TASK_LABELS)}")
+    return (TASK_LABELS[task][1],)
+
+
+def labelled(
+    samples: Iterable[Sample], task: str, left_out: dict[str, int] | None = None
+) -> Iterator[Sample]:
+    """The samples that carry ``task``'s labels; the others are skipped and counted in ``left_out``
+    (keys ``frames_without_labels`` and ``frames_with_labels``).
+
+    Raises :class:`NoLabelledFrames` when a finite stream ends without a single labelled frame.
+    """
+    member = label_members(task)[0]
+    field = TASK_LABELS[task][0]
+    counts = left_out if left_out is not None else {}
+    counts.setdefault("frames_without_labels", 0)
+    counts.setdefault("frames_with_labels", 0)
+    for sample in samples:
+        if sample.get(field) is None:
+            counts["frames_without_labels"] += 1
+            continue
+        counts["frames_with_labels"] += 1
+        yield sample
+    if counts["frames_with_labels"] == 0:
+        raise NoLabelledFrames(f"no frame has {task} labels ({counts['frames_without_labels']} frame(s) "
+                               f"without {member}): nothing to train or evaluate {task} on")
 
 
 @dataclass(frozen=True)
@@ -62,10 +106,13 @@ def to_tensors(
     """
     key = sample["__key__"]
     image = torch.from_numpy(np.array(sample["rgb"], dtype=np.uint8)).permute(2, 0, 1).float() / 255.0
-    seg = torch.from_numpy(np.array(sample["seg"], dtype=np.int64))
+    if sample.get("seg") is None:  # no segmentation labels: all ignore (a detection-only frame)
+        seg = torch.full(image.shape[1:], IGNORE_ID, dtype=torch.int64)
+    else:
+        seg = torch.from_numpy(np.array(sample["seg"], dtype=np.int64))
     if seg.shape != image.shape[1:]:
         raise ValueError(f"key {key!r}: seg is {tuple(seg.shape)} but rgb is {tuple(image.shape[1:])}")
-    boxes, labels = _boxes_from_json(sample.get("boxes", []), key)
+    boxes, labels = _boxes_from_json(sample.get("boxes") or [], key)
     if image_size is not None and tuple(image_size) != tuple(image.shape[1:]):
         scale_y, scale_x = image_size[0] / image.shape[1], image_size[1] / image.shape[2]
         image = F.interpolate(image[None], size=image_size, mode="bilinear", align_corners=False)[0]
@@ -115,9 +162,14 @@ def frames(
     seed: int = 0,
     limit: int | None = None,
     min_box_px: float = 1.0,
+    task: str | None = None,
+    left_out: dict[str, int] | None = None,
 ) -> Iterator[FrameTensors]:
-    """Samples → :class:`FrameTensors`, randomly mirrored, at most ``limit`` of them."""
+    """Samples → :class:`FrameTensors`, randomly mirrored, at most ``limit`` of them; with ``task``,
+    only the frames that carry its labels (:func:`labelled`, counted in ``left_out``)."""
     rng = random.Random(seed)
+    if task is not None:
+        samples = labelled(samples, task, left_out)
     for count, sample in enumerate(samples):
         if limit is not None and count >= limit:
             return

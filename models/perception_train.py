@@ -304,7 +304,7 @@ def fit(
         for epoch in phase.epochs:
             streams = [
                 frames(stream, data.image_size, train.flip_probability, seed=seed * 1_000 + epoch + 7_919 * i,
-                       limit=count, min_box_px=data.min_box_px)
+                       limit=count, min_box_px=data.min_box_px, task=task)
                 for i, (stream, count) in enumerate(zip(samples_for_epoch(epoch), phase.counts, strict=True))
             ]
             streams[0] = real.watch(streams[0])
@@ -325,10 +325,12 @@ def evaluate(
     data: DataOptions,
     device: torch.device | str,
 ) -> Metrics:
-    """Metrics of ``model`` over every sample of ``samples`` (no augmentation)."""
+    """Metrics of ``model`` over every sample of ``samples`` that has ``task``'s labels (no augmentation);
+    ``metrics["frames"]`` counts the frames used and those left out for having no such labels."""
     spec = get_task(task)
-    loader = spec.batches(frames(samples, data.image_size), data.eval_batch_size)
-    return spec.evaluate(model, loader, torch.device(device), data)
+    counts: dict[str, int] = {}
+    loader = spec.batches(frames(samples, data.image_size, task=task, left_out=counts), data.eval_batch_size)
+    return {**spec.evaluate(model, loader, torch.device(device), data), "frames": counts}
 
 
 def train_and_evaluate(
@@ -369,6 +371,7 @@ def _json_metrics(metrics: Metrics) -> Metrics:
     return {
         "per_class": {name: clean(values) for name, values in metrics["per_class"].items()},
         "summary": clean(metrics["summary"]),
+        **({"frames": dict(metrics["frames"])} if "frames" in metrics else {}),
     }
 
 

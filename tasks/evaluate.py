@@ -34,15 +34,18 @@ def resolve_versions(root: str, refs: Sequence[str]) -> dict[str, str]:
 
 
 def _training_streams(
-    urls: Sequence[list[str]], shuffle_buffer: int, seed: int
+    urls: Sequence[list[str]], shuffle_buffer: int, seed: int, task: str
 ) -> Callable[[int], list[Iterable[perception_data.Sample]]]:
     """Per epoch: an endless shuffled stream of each version, seeded by (seed, epoch, position) only,
-    so the real version (position 0) streams the same samples in every arm."""
+    so the real version (position 0) streams the same samples in every arm. Only frames with ``task``'s
+    labels; a version without any fails fast (``EmptyStream``) instead of spinning."""
+    require = perception_data.label_members(task)
 
     def for_epoch(epoch: int) -> list[Iterable[perception_data.Sample]]:
         base = seed + 7919 * epoch
         return [
-            decoded_samples(shards, shuffle_buffer=shuffle_buffer, seed=base + i, resampled=True)
+            decoded_samples(shards, shuffle_buffer=shuffle_buffer, seed=base + i, resampled=True,
+                            require=require)
             for i, shards in enumerate(urls)
         ]
 
@@ -65,7 +68,7 @@ def train_evaluate_arm(root: str, run: perception_train.ArmRun, device: str) -> 
     datasets = DatasetStore(root)
     urls = [datasets.open(ref).shard_urls for ref, _ in run.train]
     val_urls = datasets.open(run.val).shard_urls
-    stream = _training_streams(urls, run.data.shuffle_buffer, run.seed)
+    stream = _training_streams(urls, run.data.shuffle_buffer, run.seed, run.task)
     checkpoint, result = perception_train.train_and_evaluate(
         run, stream, lambda: decoded_samples(val_urls), device
     )

@@ -105,3 +105,40 @@ def test_ingest_round_trip(bdd_root, ingest):
     assert decoded[NAMES[1]]["seg"][15, 0] == 255 and decoded[NAMES[1]]["seg"][15, 20] == 13
     assert [b["label"] for b in decoded[NAMES[0]]["boxes"]] == ["car", "person"]
     assert "boxes.json" not in raw[NAMES[2]]
+
+
+def _record_2018(name: str) -> dict:
+    """A frame of BDD100K's 2018 label files: ``person``/``bike``/``motor`` and poly2d-only labels."""
+    box = {"x1": 1.0, "y1": 1.0, "x2": 5.0, "y2": 5.0}
+    return {
+        "name": name + ".jpg",
+        "attributes": {"weather": "rainy", "timeofday": "night", "scene": "highway"},
+        "labels": [
+            {"id": 0, "category": "person", "box2d": box},
+            {"id": 1, "category": "bike", "box2d": box},
+            {"id": 2, "category": "motor", "box2d": box},
+            {"id": 3, "category": "traffic light", "box2d": box},
+            {"id": 4, "category": "lane", "poly2d": [{"vertices": [[0, 0], [4, 4]]}]},
+            {"id": 5, "category": "drivable area", "poly2d": [{"vertices": [[0, 0], [4, 4]]}]},
+        ],
+    }
+
+
+def test_2018_vocabulary_is_mapped_and_drops_are_counted_per_class(bdd_root, ingest):
+    """Issue 16 item 3a: person/bike/motor (2018) are detection classes; drops are counted per class."""
+    root, _ = bdd_root
+    os.remove(os.path.join(root, "labels/det_20/det_train.json"))
+    with open(os.path.join(root, "labels/bdd100k_labels_images_train.json"), "w") as handle:
+        json.dump([_record_2018(name) for name in NAMES], handle)
+    version, _, decoded = ingest(root, "bdd100k", {"split": "train"})
+    for name in NAMES:
+        assert sorted(b["label"] for b in decoded[name]["boxes"]) == ["bicycle", "motorcycle", "person"]
+        assert decoded[name]["meta"]["dropped_boxes"] == {"drivable area": 1, "lane": 1, "traffic light": 1}
+    assert version.info["dropped_boxes"] == {"drivable area": 3, "lane": 3, "traffic light": 3}
+
+
+def test_2020_drops_are_summed_in_version_json(bdd_root, ingest):
+    root, _ = bdd_root
+    version, _, _ = ingest(root, "bdd100k", {"split": "train"})
+    # two frames with records: each drops one traffic sign and one box outside the image
+    assert version.info["dropped_boxes"] == {"box outside the image": 2, "traffic sign": 2}
