@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import sys
 from typing import Any
 
 import typer
@@ -34,16 +35,33 @@ def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> Non
         typer.echo(json.dumps(result, sort_keys=True, default=str))
 
 
-def main() -> None:
-    """Entry point of the console script: known failures print one clear line, not a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the console script: an expected error prints one clear line (and with ``--json``
+    a JSON error object as the last stdout line) and exits with 2; see ``flows/cli_errors.py``."""
+    from sim2real.flows.cli_errors import USER_ERROR_EXIT_CODE, click_exceptions, is_user_error, report
     from sim2real.flows.runtime import quiet_prefect, tune_cpu_threads
 
     tune_cpu_threads()  # before anything imports torch
     quiet_prefect()  # before anything imports Prefect
-    for module in _COMMAND_MODULES:
-        importlib.import_module(module).register(app)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not app.registered_commands:
+        for module in _COMMAND_MODULES:
+            importlib.import_module(module).register(app)
+    as_json = "--json" in args
     try:
-        app(standalone_mode=True)
-    except (LookupError, FileNotFoundError, ValueError, PermissionError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise SystemExit(2) from None
+        app(args=args, prog_name="sim2real", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        raise SystemExit(0) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        typer.echo("error: aborted", err=True)
+        raise SystemExit(1) from None
+    except Exception as exc:
+        if not is_user_error(exc):
+            if as_json:
+                report(exc, as_json=True, exit_code=1)
+            raise
+        report(exc, as_json)
+        raise SystemExit(USER_ERROR_EXIT_CODE) from None

@@ -28,7 +28,7 @@ def parse_option(option: str) -> tuple[str, str]:
     """``"KEY=VALUE"`` → (KEY, VALUE)."""
     key, sep, value = option.partition("=")
     if not sep or not key:
-        raise typer.BadParameter(f"option {option!r}: expected KEY=VALUE")
+        raise typer.BadParameter(f"--option {option!r}: expected KEY=VALUE")
     return key, value
 
 

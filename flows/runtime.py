@@ -62,10 +62,13 @@ def embedded_run_settings() -> Iterator[None]:
     """
     from prefect.settings import get_current_settings, temporary_settings
 
+    from sim2real.flows.cli_errors import held_back_failure_logs
+
     if get_current_settings().api.url:
-        yield
+        with held_back_failure_logs():
+            yield
         return
-    with temporary_settings(updates={"flows.heartbeat_frequency": None}):
+    with temporary_settings(updates={"flows.heartbeat_frequency": None}), held_back_failure_logs():
         yield
 
 
