@@ -12,11 +12,13 @@ sensor, the same file stem for the same frame; sequences are optional sub-folder
 When ``ROOT/rgb`` exists the export is one sequence; otherwise every sub-folder holding ``rgb/`` is a
 sequence and the key is ``{sequence}_{frame}``.
 
-Tags follow CARLA 0.9.14 and later (``CARLA_TAGS``, 29 tags, Cityscapes-like); exports from CARLA
-0.9.13 and earlier use the older 23-tag table (``CARLA_LEGACY_TAGS``): pass option
-``tags="0.9.13"``. Raw or palette is detected per frame (raw: green and blue all zero); option
-``encoding`` (``raw``/``palette``) forces it. Boxes come from the instance camera (one per instance
-id of a detection-class tag; pixels with id 0 are not instances).
+Tags follow the CARLA release that wrote the export, option ``tags`` (default ``0.9.14``; any release
+number picks its table, e.g. ``tags=0.9.6``): three tables, ``CARLA_TAGS`` (0.9.14 and later, 29 tags,
+Cityscapes-like), ``CARLA_LEGACY_TAGS`` (0.9.10 to 0.9.13, 23 tags) and ``CARLA_0_9_9_TAGS`` (0.9.9 and
+older, 13 tags, whose palette colours Fence and Other differently). Raw or palette is detected per
+frame (raw: green and blue all zero); option ``encoding`` (``raw``/``palette``) forces it. Boxes
+come from the instance camera (one per instance id of a detection-class tag; pixels with id 0 are
+not instances). Releases newer than 0.9.14 use its table.
 """
 
 from __future__ import annotations
@@ -110,8 +112,47 @@ CARLA_LEGACY_TAGS: tuple[CarlaTag, ...] = (
     CarlaTag(22, "Terrain", (145, 170, 100), _t("terrain")),
 )
 
-TAG_TABLES: dict[str, tuple[CarlaTag, ...]] = {"0.9.14": CARLA_TAGS, "0.9.13": CARLA_LEGACY_TAGS}
+#: CARLA <= 0.9.9 (and 0.8.x): 13 tags, 0..12. Source: LibCarla/source/carla/image/CityScapesPalette.h
+#: before 0.9.10 (13 palette rows: fence (190,153,153), other (250,170,160), the rest as in 0.9.10) and
+#: the 0.9.10 CHANGELOG ("Added new semantic segmentation tags: RailTrack, GuardRail, TrafficLight,
+#: Static, Dynamic, Water and Terrain"; Sky, Ground and Bridge came with them as tags 13-15, and fence
+#: and other were recoloured to (100,40,40) and (55,90,80)). Raw tag ids 0..12 mean the same in both.
+CARLA_0_9_9_TAGS: tuple[CarlaTag, ...] = (
+    CarlaTag(0, "Unlabeled", (0, 0, 0), IGNORE_ID),
+    CarlaTag(1, "Building", (70, 70, 70), _t("building")),
+    CarlaTag(2, "Fence", (190, 153, 153), _t("fence")),
+    CarlaTag(3, "Other", (250, 170, 160), IGNORE_ID),
+    CarlaTag(4, "Pedestrian", (220, 20, 60), _t("person"), "person"),
+    CarlaTag(5, "Pole", (153, 153, 153), _t("pole")),
+    CarlaTag(6, "RoadLine", (157, 234, 50), _t("road")),
+    CarlaTag(7, "Road", (128, 64, 128), _t("road")),
+    CarlaTag(8, "SideWalk", (244, 35, 232), _t("sidewalk")),
+    CarlaTag(9, "Vegetation", (107, 142, 35), _t("vegetation")),
+    CarlaTag(10, "Vehicles", (0, 0, 142), _t("car"), "car"),
+    CarlaTag(11, "Wall", (102, 102, 156), _t("wall")),
+    CarlaTag(12, "TrafficSign", (220, 220, 0), _t("traffic sign")),
+)
+
+#: Each table under the newest release it describes; :func:`tag_table_name` maps any release to one.
+TAG_TABLES: dict[str, tuple[CarlaTag, ...]] = {
+    "0.9.9": CARLA_0_9_9_TAGS, "0.9.13": CARLA_LEGACY_TAGS, "0.9.14": CARLA_TAGS,
+}
 DEFAULT_TAGS = "0.9.14"
+
+
+def tag_table_name(release: str) -> str:
+    """The ``TAG_TABLES`` key for a CARLA release number (``"0.9.6"`` → ``"0.9.9"``); ``ValueError``."""
+    try:
+        wanted = tuple(int(part) for part in release.strip().split("."))
+    except ValueError:
+        wanted = ()
+    if len(wanted) < 2:
+        raise ValueError(f"carla option tags={release!r}: expected a CARLA release such as 0.9.6, 0.9.13 "
+                         f"or 0.9.14")
+    for name in sorted(TAG_TABLES, key=lambda n: tuple(int(p) for p in n.split("."))):
+        if wanted <= tuple(int(p) for p in name.split(".")):
+            return name
+    return DEFAULT_TAGS
 ROLE_DIRS = {"rgb": "rgb", "seg": "semantic", "inst": "instance"}
 IMAGE_EXTS = (".png", ".jpg", ".jpeg")
 
@@ -173,11 +214,10 @@ class CarlaFormat:
 
     def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
         """Every rgb frame of every sequence, sorted by sequence then file name."""
-        tags = str(options.get("tags") or DEFAULT_TAGS)
+        tags = tag_table_name(str(options.get("tags") or DEFAULT_TAGS))
         encoding = str(options.get("encoding") or "auto")
-        if tags not in TAG_TABLES or encoding not in ("auto", "raw", "palette"):
-            raise ValueError(f"carla options: tags must be one of {sorted(TAG_TABLES)}, "
-                             f"encoding one of auto/raw/palette; got tags={tags!r} encoding={encoding!r}")
+        if encoding not in ("auto", "raw", "palette"):
+            raise ValueError(f"carla option encoding={encoding!r}: expected auto, raw or palette")
         if os.path.isdir(os.path.join(root, "rgb")):
             sequences = [""]
         else:

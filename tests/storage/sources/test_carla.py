@@ -103,8 +103,8 @@ def test_legacy_tags_in_sequences(tmp_path, save_image, random_rgb, decode_png):
     assert loaded.unknown_ids == {23: 1} and schema.RGB_JPG in loaded.members
     assert schema.BOXES not in loaded.members  # no instance camera: boxes unknown
     assert len(CARLA_LEGACY_TAGS) == 23 and len(CARLA_TAGS) == 29
-    with pytest.raises(ValueError, match="tags must be one of"):
-        fmt.discover(root, {"tags": "0.8"})
+    with pytest.raises(ValueError, match="expected a CARLA release"):
+        fmt.discover(root, {"tags": "0.9.x"})
 
 
 def test_ingest_round_trip(carla_root, ingest):
@@ -116,3 +116,34 @@ def test_ingest_round_trip(carla_root, ingest):
     for key in raw:
         assert raw[key]["rgb.png"] == originals[key]
         assert decoded[key]["seg"][10, 4] == 13 and len(decoded[key]["boxes"]) == 2
+
+
+def test_carla_0_9_9_palette_has_its_own_table(tmp_path, save_image, random_rgb, decode_png):
+    """Issue 16 item 6a: a 0.9.6 CityScapesPalette export (fence (190,153,153), other (250,170,160))."""
+    from sim2real.storage.sources.carla import CARLA_0_9_9_TAGS, tag_table_name
+    from sim2real.storage.taxonomy import TRAIN_ID_BY_NAME
+
+    colour = {tag.name: tag.color for tag in CARLA_0_9_9_TAGS}
+    seg = np.zeros((H, W, 3), np.uint8) + np.array(colour["Road"], np.uint8)
+    seg[:4] = colour["Building"]
+    seg[4:6] = colour["Fence"]
+    seg[6, :5] = colour["Other"]
+    seg[7, :5] = colour["Vehicles"]
+    root = str(tmp_path / "carla096")
+    save_image(os.path.join(root, "rgb", "000001.png"), random_rgb(H, W, 1))
+    save_image(os.path.join(root, "semantic", "000001.png"), seg)
+    fmt = get_format("carla")
+    assert tag_table_name("0.9.6") == tag_table_name("0.8.4") == "0.9.9"
+    assert tag_table_name("0.9.10") == "0.9.13" and tag_table_name("0.9.15") == "0.9.14"
+    loaded = fmt.load(fmt.discover(root, {"tags": "0.9.6"})[0])
+    train = decode_png(loaded.members[schema.SEG])
+    assert loaded.unknown_ids == {}  # every pixel known
+    assert (train[4:6] == TRAIN_ID_BY_NAME["fence"]).all() and (train[6, :5] == 255).all()
+    assert (train[7, :5] == TRAIN_ID_BY_NAME["car"]).all()
+    assert (train[:4] == TRAIN_ID_BY_NAME["building"]).all()
+    # the README's old advice: the 0.9.13 table does not know the old fence colour
+    wrong = fmt.load(fmt.discover(root, {"tags": "0.9.13"})[0])
+    assert wrong.unknown_ids["#be9999 (190,153,153)"] == 2 * W
+    assert wrong.unknown_ids["#faaaa0 (250,170,160)"] == 5
+    with pytest.raises(ValueError, match="tags='latest'"):
+        fmt.discover(root, {"tags": "latest"})

@@ -110,3 +110,38 @@ def test_ingest_round_trip(tmp_path, random_rgb, ingest, zipped):
         assert raw[key]["rgb.jpg"] == originals[key]
         assert decoded[key]["seg"][10, 4] == 13
     assert [b["label"] for b in decoded["0123-4567_00000000_front"]["boxes"]] == ["car", "person"]
+
+
+def test_ego_vehicle_hood_is_ignore_not_car(tmp_path, save_image, random_rgb, decode_png, decode_json):
+    """Issue 16 item 6b: SHIFT's front camera sees its own hood as class 10 (vehicle)."""
+    from sim2real.storage.sources.shift import ego_vehicle_mask
+    from sim2real.storage.taxonomy import TRAIN_ID_BY_NAME
+
+    h, w = 40, 64
+    ids = np.full((h, w), 7, np.uint8)  # road
+    ids[:10] = 13  # sky
+    hood = np.zeros((h, w), bool)
+    for y in range(34, h):  # a hood: wider towards the bottom edge
+        hood[y, 20 - 2 * (y - 34): 44 + 2 * (y - 34)] = True
+    ids[hood] = 10
+    ids[14:20, 4:14] = 10  # a car ahead, not touching the hood
+    ids[28:34, 28:36] = 10  # a car right ahead, touching the hood: its part above the band stays car
+    view = os.path.join(str(tmp_path), "shift", "discrete", "images", "train", "front")
+    save_image(os.path.join(view, "img", "seq-a", "00000000_img_front.jpg"), random_rgb(h, w, 0), fmt="JPEG")
+    save_image(os.path.join(view, "semseg", "seq-a", "00000000_semseg_front.png"), ids)
+    fmt = get_format("shift")
+    car = TRAIN_ID_BY_NAME["car"]
+
+    loaded = fmt.load(fmt.discover(os.path.join(str(tmp_path), "shift"), {"ego_band": "0.25"})[0])
+    seg = decode_png(loaded.members[schema.SEG])
+    assert (seg[hood] == 255).all()  # the ego vehicle is ignore, like Cityscapes' "ego vehicle"
+    assert (seg[14:20, 4:14] == car).all()  # other cars stay cars
+    assert (seg[28:30, 28:36] == car).all() and (seg[30:34, 28:36] == 255).all()  # band = bottom 10 rows
+    meta = decode_json(loaded.members[schema.META])
+    assert meta["ego_vehicle_pixels"] == int(hood.sum()) + 4 * 8
+
+    off = fmt.load(fmt.discover(os.path.join(str(tmp_path), "shift"), {"ego_band": "0"})[0])
+    assert (decode_png(off.members[schema.SEG])[hood] == car).all()
+    assert not ego_vehicle_mask(np.zeros((4, 4), bool), 0.5).any()
+    with pytest.raises(ValueError, match="ego_band"):
+        fmt.discover(os.path.join(str(tmp_path), "shift"), {"ego_band": "2"})
