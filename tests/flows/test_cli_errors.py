@@ -142,3 +142,24 @@ def test_streams_over_an_empty_version_fail_fast(command, tmp_path: Path, capfd)
         args = ["train-translator", "--source", "empty@latest", "--target", "real@latest", "--steps", "1"]
     code, out, err = run_cli([*args, "--root", root, "--json"], capfd)
     assert_user_error(code, out, err, "empty-000000.tar", "no samples")
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_non_utf8_file_names_through_the_flow(tmp_path: Path, capfd):
+    """1a, through Prefect and the CLI: a Latin-1 ``ß`` in a GTA5 file name aborted the whole ingest."""
+    root = os.path.join(os.fsencode(tmp_path), b"gta5")
+    for folder in (b"images", b"labels"):
+        os.makedirs(os.path.join(root, folder))
+    for stem in (b"stra\xdfe", b"00001", b"two words"):
+        rgb = np.random.default_rng(len(stem)).integers(0, 256, (8, 16, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(os.fsdecode(os.path.join(root, b"images", stem + b".PNG")))
+        label = os.fsdecode(os.path.join(root, b"labels", stem + b".png"))
+        Image.fromarray(np.full((8, 16), 7, np.uint8)).save(label)
+    store_root = str(tmp_path / "root")
+    code, out, err = run_cli(["ingest", os.fsdecode(root), "--name", "gta", "--format", "gta5",
+                              "--root", store_root, "--json"], capfd)
+    assert code == 0, err
+    result = json.loads(out[-1])
+    assert (result["samples"], result["quarantined"]) == (3, 0)
+    version = DatasetStore(store_root).open("gta@latest")
+    assert sorted(version.manifest()["key"].to_pylist())[0] == "00001"
