@@ -69,4 +69,4 @@ def test_ingest_round_trip(gta5_root, ingest):
     assert version.info["unknown_ids"] == {"34": 2}
     for key, data in originals.items():
         assert raw[key]["rgb.png"] == data
-        assert decoded[key]["seg"][11, 5] == 14 and decoded[key]["boxes"] == []
+        assert decoded[key]["seg"][11, 5] == 14 and decoded[key]["boxes"] is None  # no boxes: unknown
