@@ -65,9 +65,13 @@ def read_detections(path: str) -> dict[str, dict[str, Any]]:
     if not isinstance(records, list):
         raise ValueError(f"{path}: expected a list of frames")
     frames = {}
-    for record in records:
-        labels = [convert.slim_box2d_label(label) for label in record.get("labels") or []]
-        frames[str(record["name"])] = {"attributes": record.get("attributes") or {}, "labels": labels}
+    try:
+        for record in records:
+            labels = [convert.slim_box2d_label(label) for label in record.get("labels") or []]
+            frames[str(record["name"])] = {"attributes": record.get("attributes") or {}, "labels": labels}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a BDD100K label file (a frame without name, or not an "
+                         f"object: {exc!r})") from None
     return frames
 
 

@@ -322,11 +322,17 @@ def boxes_from_box2d(
     for index, label in enumerate(labels, start=1):
         category, box2d = str(label.get("category")), label.get("box2d")
         ours = category_to_detection.get(category)
-        xyxy = None
+        xyxy, malformed = None, False
         if box2d:
-            xyxy = box_from_inclusive(box2d["x1"], box2d["y1"], box2d["x2"], box2d["y2"], size)
+            try:
+                x1, y1, x2, y2 = (float(box2d[c]) for c in ("x1", "y1", "x2", "y2"))
+                xyxy = box_from_inclusive(x1, y1, x2, y2, size)
+            except (KeyError, TypeError, ValueError):
+                malformed = True
         if ours is None or xyxy is None:
-            reason = category if ours is None else ("no box2d" if not box2d else "box outside the image")
+            reason = category
+            if ours is not None:
+                reason = "malformed box2d" if malformed else "box outside the image" if box2d else "no box2d"
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
         boxes.append({"label": check_detection_label(ours), "bbox_xyxy": xyxy, "instance": index,

@@ -118,14 +118,21 @@ class FolderFormat:
     def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path}: missing classes.json (class id → name table)")
-        with open(path, "rb") as handle:
-            spec = json.load(handle)
         lut = np.full(256, -1, dtype=np.int16)
-        lut[int(spec.get("ignore_id", IGNORE_ID))] = IGNORE_ID
-        for cls in spec["classes"]:
-            if cls["name"] not in TRAIN_ID_BY_NAME:
-                raise ValueError(f"{path}: class {cls['name']!r} is not in the canonical taxonomy")
-            lut[int(cls["id"])] = TRAIN_ID_BY_NAME[cls["name"]]
+        try:
+            with open(path, "rb") as handle:
+                spec = json.load(handle)
+            lut[int(spec.get("ignore_id", IGNORE_ID))] = IGNORE_ID
+            classes = [(int(cls["id"]), str(cls["name"])) for cls in spec["classes"]]
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            raise ValueError(f"{path}: expected {{\"classes\": [{{\"id\": 0-255, \"name\": ...}}], "
+                             f"\"ignore_id\": 255}} ({type(exc).__name__}: {exc})") from None
+        for class_id, name in classes:
+            if name not in TRAIN_ID_BY_NAME:
+                raise ValueError(f"{path}: class {name!r} is not in the canonical taxonomy")
+            if not 0 <= class_id <= 255:
+                raise ValueError(f"{path}: class id {class_id} of {name!r} is not 0-255")
+            lut[class_id] = TRAIN_ID_BY_NAME[name]
         self._lut = lut
         self._identity = (
             all(lut[i] in (i, -1) for i in range(256) if i != IGNORE_ID) and lut[IGNORE_ID] == 255

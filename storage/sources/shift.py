@@ -139,13 +139,17 @@ def read_det_2d(path: str) -> dict[tuple[str, str], dict[str, Any]]:
     except ValueError as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
     records = content.get("frames", []) if isinstance(content, dict) else content
-    return {
-        (str(r.get("videoName", "")), str(r["name"])): {
-            "attributes": r.get("attributes") or {},
-            "labels": [convert.slim_box2d_label(label) for label in r.get("labels") or []],
+    try:
+        return {
+            (str(r.get("videoName", "")), str(r["name"])): {
+                "attributes": r.get("attributes") or {},
+                "labels": [convert.slim_box2d_label(label) for label in r.get("labels") or []],
+            }
+            for r in records
         }
-        for r in records
-    }
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"{path}: not a Scalabel det_2d file (a frame without name, or not an "
+                         f"object: {exc!r})") from None
 
 
 @register_format("shift")
