@@ -98,6 +98,10 @@ def ingest(
 
 def versions(name: str = typer.Argument(None), root: str = ROOT_OPT, as_json: bool = JSON_OPT) -> None:
     """List committed dataset versions."""
+    from sim2real.storage.versions import check_name
+
+    if name:
+        check_name(name)  # a malformed name is an error, not an empty listing
     store = DatasetStore(root or default_root())
     rows = [
         {

@@ -73,16 +73,25 @@ def test_cityscapes_without_split_folder_subprocess(tmp_path: Path):
         (["nosuchcommand"], ["No such command"]),
         (["evaluate", "--real", "toy@latest", "--val", "toy@latest", "--profile", "{tmp}/none.yaml"],
          ["none.yaml"]),
+        (["evaluate", "--real", "toy@latest", "--val", "toy@latest", "--task", "nosuch"],
+         ["unknown perception task 'nosuch'"]),
+        (["versions", "Bad/Name"], ["dataset name 'Bad/Name'"]),
+        (["metrics", "--version", "nope@v1"], ["nope@v1", "no committed version"]),
+        (["translate", "nope@latest", "--translator", "abc"], ["nope@latest", "no committed version"]),
+        (["promote", "nope@v1", "--alias", "production"], ["nope@v1", "no committed version"]),
+        (["gate", "nope@v1"], ["nope@v1", "no committed version"]),
+        (["nightly", "--config", "{tmp}/none.yaml"], ["none.yaml", "does not exist"]),
+        (["distill", "--teacher", "nope", "--source", "nope@latest"], ["no translators entry 'nope'"]),
     ],
 )
-def test_user_errors_are_one_line_with_json(args, needles, tmp_path: Path, capfd):
+def test_user_errors_are_one_line_with_json(args, needles, tmp_path: Path, capfd, monkeypatch):
+    monkeypatch.setenv("SIM2REAL_ROOT", str(tmp_path / "root"))
     export = tmp_path / "export"
     write_export(export, ToySimConfig(style="sim", height=16, width=32, seed=1), 2)
     (tmp_path / "carla" / "rgb").mkdir(parents=True)
     (tmp_path / "gta5").mkdir()
     args = [a.format(tmp=tmp_path, export=export) for a in args]
-    code, out, err = run_cli([*args, "--root", str(tmp_path / "root"), "--json"]
-                             if args[0] in ("ingest", "urls", "evaluate") else [*args, "--json"], capfd)
+    code, out, err = run_cli([*args, "--json"], capfd)
     assert_user_error(code, out, err, *(n.format(tmp=tmp_path) for n in needles))
 
 
