@@ -58,7 +58,11 @@ def embedded_run_settings() -> Iterator[None]:
     Heartbeats let a real server mark a flow run whose process died as crashed. The embedded server
     lives and dies with this process, so nobody reads them; yet each flow run joins its heartbeat
     thread on exit, which sleeps in 1-s steps: a 0.3-s flow run took 1.06 s with heartbeats and 0.38 s
-    without. With ``PREFECT_API_URL`` set (a real server) nothing changes.
+    without. With ``PREFECT_API_URL`` set (a real server) heartbeats stay on.
+
+    In both cases the console copies of failed flow/task-run logs are held back while the block runs
+    and dropped when it ends in a user error, which the CLI reports in one line
+    (``flows/cli_errors.py``); any other failure prints them as they were.
     """
     from prefect.settings import get_current_settings, temporary_settings
 
