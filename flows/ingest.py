@@ -88,4 +88,5 @@ def summary(version: Any, created: bool) -> dict[str, Any]:
         "created": created,
         "unknown_ids": version.info.get("unknown_ids", {}),
         "dropped_boxes": version.info.get("dropped_boxes", {}),
+        "frames_without_labels": version.info.get("frames_without_labels", {}),
     }

@@ -16,6 +16,7 @@ from typing import Any
 import fsspec
 
 from sim2real import __version__
+from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
 from sim2real.storage.schema import SchemaError
 from sim2real.storage.shards import write_shard
@@ -23,6 +24,8 @@ from sim2real.storage.sources.base import BadFrame, SourceFrame, get_format, loa
 from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
 
 SCHEMA_VERSION = 1
+#: Label members counted per version when a frame lacks them (``frames_without_labels``).
+LABEL_KINDS: tuple[str, ...] = (schema.BOXES, schema.SEG, schema.INST)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ def build_shard(
     samples, rows, quarantine = [], [], []
     unknown_ids: dict[str, int] = {}
     dropped_boxes: dict[str, int] = {}
+    without_labels: dict[str, int] = {}
     for frame in frames:
         try:
             loaded = load_frame(importer, frame)
@@ -131,6 +135,9 @@ def build_shard(
             unknown_ids[str(source_id)] = unknown_ids.get(str(source_id), 0) + int(count)
         for category, count in loaded.dropped_boxes.items():
             dropped_boxes[category] = dropped_boxes.get(category, 0) + int(count)
+        for member in LABEL_KINDS:
+            if member not in members:  # no labels of that kind: not "empty" ones (DESIGN)
+                without_labels[member] = without_labels.get(member, 0) + 1
         samples.append((frame.key, members))
         rows.append(manifest_row(frame.key, shard_file, members))
     info = write_shard(store.fs, store.shard_path(name, version, index), samples)
@@ -140,6 +147,7 @@ def build_shard(
         "quarantine": quarantine,
         "unknown_ids": unknown_ids,
         "dropped_boxes": dropped_boxes,
+        "frames_without_labels": without_labels,
     }
     store.write_json(part_path, part)
     return part
@@ -149,11 +157,14 @@ def commit_ingest(store: DatasetStore, plan: IngestPlan, parts: Sequence[Mapping
     """Commit the version from every shard's part (``version.json`` last)."""
     unknown: dict[str, int] = {}
     dropped: dict[str, int] = {}
+    without: dict[str, int] = {member: 0 for member in LABEL_KINDS}
     for part in parts:
         for source_id, count in part["unknown_ids"].items():
             unknown[source_id] = unknown.get(source_id, 0) + count
         for category, count in part.get("dropped_boxes", {}).items():
             dropped[category] = dropped.get(category, 0) + count
+        for member, count in part.get("frames_without_labels", {}).items():
+            without[member] = without.get(member, 0) + count
     info = {
         "kind": "ingest",
         "source_dir": plan.source_dir,
@@ -166,6 +177,7 @@ def commit_ingest(store: DatasetStore, plan: IngestPlan, parts: Sequence[Mapping
         "mapping_table": dict(plan.mapping_table),
         "unknown_ids": dict(sorted(unknown.items())),
         "dropped_boxes": dict(sorted(dropped.items())),  # source boxes with no detection class, by category
+        "frames_without_labels": without,  # committed frames that have no such member (unknown, not empty)
         "code_version": __version__,
         "schema_version": SCHEMA_VERSION,
     }

@@ -142,3 +142,5 @@ def test_2020_drops_are_summed_in_version_json(bdd_root, ingest):
     version, _, _ = ingest(root, "bdd100k", {"split": "train"})
     # two frames with records: each drops one traffic sign and one box outside the image
     assert version.info["dropped_boxes"] == {"box outside the image": 2, "traffic sign": 2}
+    # the third image has no detection record: no boxes.json, counted as "without labels", not empty
+    assert version.info["frames_without_labels"] == {"boxes.json": 1, "seg.png": 0, "inst.png": 3}
