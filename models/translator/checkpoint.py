@@ -14,7 +14,9 @@ from typing import Any, Protocol
 import torch
 
 from sim2real.models.translator.config import TranslatorConfig
+from sim2real.models.translator.kinds import model_from_weights
 from sim2real.models.translator.model import Translator, build_translator
+from sim2real.models.translator.student import StudentTranslator
 from sim2real.models.translator.training import TrainingState, new_training_state
 
 
@@ -96,8 +98,15 @@ class WeightRegistry(Protocol):
 
 def load_translator(
     registry: WeightRegistry, translator_id: str, device: torch.device | str = "cpu"
-) -> tuple[Translator, dict[str, Any]]:
-    """Load registry entry ``translator_id`` as an eval-mode translator on ``device``, with its card."""
+) -> tuple[Translator | StudentTranslator, dict[str, Any]]:
+    """Load registry entry ``translator_id`` as an eval-mode network on ``device``, with its card: a
+    :class:`Translator`, or the network of the card's ``kind`` (a distilled student) when it names one."""
     weights, card = registry.read(translator_id)
-    model = translator_from_weights(weights, card["config"], device, source=registry.path(translator_id))
+    source = registry.path(translator_id)
+    if card.get("kind", "translator") != "translator":
+        try:
+            return model_from_weights(weights, card, device, source=source), card
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
+    model = translator_from_weights(weights, card["config"], device, source=source)
     return model, card

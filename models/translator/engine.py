@@ -21,6 +21,7 @@ the device never waits for the caller. It sees image tensors only: no files, sam
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 from collections import deque
@@ -34,6 +35,7 @@ import torch
 from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.inference_graph import InferenceGraph
 from sim2real.models.translator.model import Translator
+from sim2real.models.translator.student import StudentTranslator
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -120,7 +122,7 @@ class TranslatorEngine:
 
     def __init__(
         self,
-        translator: Translator,
+        translator: Translator | StudentTranslator,
         device: torch.device | str,
         precision: str = "auto",
         compile: bool = False,
@@ -142,8 +144,12 @@ class TranslatorEngine:
         # batch norm per sample (no layout round trip); otherwise the native kernel, which is faster
         # than the two-pass form's separate ops.
         norms = "two_pass" if compile else "samplewise" if self.cast_graph else "native"
-        graph = InferenceGraph(translator, fold=fold, norms=norms).to(self.device)
-        self.folded = graph.folded
+        if isinstance(translator, Translator):
+            graph = InferenceGraph(translator, fold=fold, norms=norms).to(self.device)
+            self.folded = graph.folded
+        else:  # a distilled student is its own inference graph: no norms to swap, no upsampling to fold
+            graph = copy.deepcopy(translator).requires_grad_(False).eval().to(self.device)
+            self.folded = 0
         if self.cast_graph:
             graph = graph.to(self.dtype)
         self.channels_last = self.device.type == "cuda" or self.cast_graph

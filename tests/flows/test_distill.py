@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import webdataset as wds
 from prefect.artifacts import Artifact
 from typer.testing import CliRunner
 
 from sim2real.flows.cli import app
+from sim2real.flows.cli_translate import register as register_translate_commands
 from sim2real.flows.cli_translator import register as register_translator_commands
 from sim2real.flows.distill import distill_flow, load_distill_profile
 from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.train_translator import train_translator_flow
+from sim2real.storage import schema
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
+from sim2real.storage.versions import DatasetStore
 from sim2real.tasks import distill_run
 
 
@@ -113,6 +118,35 @@ def test_translators_json_lists_fewer_gflops_for_the_student(distilled):
     assert 0 < student["gflops_per_frame"] < teacher["gflops_per_frame"]
     assert 0 < student["parameters"] < teacher["parameters"]
     assert student["gflops_per_frame"] == pytest.approx(distilled["result"]["gflops_per_frame"])
+
+
+def test_translate_with_the_student_keeps_every_label_byte(distilled):
+    root, student = distilled["root"], distilled["result"]["translator"]
+    register_translator_commands(app)  # two commands at least, so typer reads the first word as one
+    register_translate_commands(app)
+    out = CliRunner().invoke(
+        app, ["translate", "sim@latest", "--translator", student, "--root", root, "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    result = json.loads(out.output.strip().splitlines()[-1])
+    store = DatasetStore(root)
+    source = {
+        s["__key__"]: s for s in wds.WebDataset(store.open("sim@latest").shard_urls, shardshuffle=False)
+    }
+    translated = list(
+        wds.WebDataset(store.open(f"{result['name']}@{result['version']}").shard_urls, shardshuffle=False)
+    )
+    assert sorted(s["__key__"] for s in translated) == sorted(source)
+    labels = 0
+    for sample in translated:
+        original = source[sample["__key__"]]
+        for member in schema.LABEL_MEMBERS:
+            if member in original:
+                assert hashlib.sha256(sample[member]).digest() == hashlib.sha256(original[member]).digest()
+                labels += 1
+        assert sample["rgb.png"] != original["rgb.png"]
+        assert json.loads(sample["meta.json"])["translation"]["translator_id"] == student
+    assert labels >= len(source)
 
 
 def test_distilling_a_student_or_a_missing_teacher_is_one_clear_line(distilled):
