@@ -32,7 +32,7 @@ from sim2real.models.translator.distill import (
     run_distillation,
     student_weights,
 )
-from sim2real.models.translator.inference import translate_batch
+from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator, student_gflops_per_frame
 from sim2real.storage.registry import RegistryError, TranslatorRegistry
@@ -152,7 +152,9 @@ def train_segment(run: DistillRun, stop_step: int) -> dict[str, Any]:
     samples = sample_stream(
         run.source_urls, False, run.metrics.val_fraction, train.shuffle_buffer, seed, resampled=True
     )
-    batches = distill_batches(samples, lambda images: translate_batch(teacher, images), train, seed=seed)
+    # The teacher's pairs come from its production engine (the precision the translate flow runs it at).
+    engine = TranslatorEngine(teacher, run.device)
+    batches = distill_batches(samples, engine, train, seed=seed)
     losses_url = f"{run.run_dir}/{LOSSES_FILE}"
     history = [r for r in read_json(losses_url) or [] if r["step"] <= start]
 

@@ -36,11 +36,11 @@ class StudentConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    space_to_depth: int = Field(default=2, ge=1, le=4, description="pixel-unshuffle factor of the stem")
+    space_to_depth: int = Field(default=4, ge=1, le=8, description="pixel-unshuffle factor of the stem")
     channels: tuple[int, ...] = Field(
-        default=(24, 48), min_length=1, description="widths per level, finest first; each level halves H, W"
+        default=(32, 64), min_length=1, description="widths per level, finest first; each level halves H, W"
     )
-    n_res: int = Field(default=1, ge=0, description="residual blocks at the coarsest level")
+    n_res: int = Field(default=2, ge=0, description="residual blocks at the coarsest level")
 
     @model_validator(mode="after")
     def _check_channels(self) -> StudentConfig:

@@ -76,7 +76,7 @@ def toy_samples(count: int, height: int = 32, width: int = 64):
 
 
 def test_student_keeps_shape_on_any_size_and_is_cheaper_than_its_teacher():
-    student = build_student(StudentConfig(channels=(8, 16))).eval()
+    student = build_student(StudentConfig(space_to_depth=2, channels=(8, 16))).eval()
     assert student.stride == 4
     images = torch.rand(3, 3, 31, 45)
     out = translate_batch(student, images)  # type: ignore[arg-type]
@@ -89,7 +89,7 @@ def test_student_keeps_shape_on_any_size_and_is_cheaper_than_its_teacher():
 
 def test_flop_count_matches_the_hand_count():
     # space_to_depth 2, channels (8, 16), one res block, on 8×8: convs at 4×4 (16 px) and 2×2 (4 px).
-    config = StudentConfig(channels=(8, 16), n_res=1)
+    config = StudentConfig(space_to_depth=2, channels=(8, 16), n_res=1)
     macs = (
         16 * 12 * 8 * 9  # stem
         + 4 * 8 * 16 * 9  # stride-2 down
@@ -170,7 +170,9 @@ def test_configs_reject_unknown_keys_and_bad_crops():
     with pytest.raises(ValueError, match="extra"):
         DistillConfig.model_validate({"student": {"chanels": [8]}})
     with pytest.raises(ValueError, match="divisible by the student's stride 4"):
-        DistillConfig.model_validate({"train": {"crop_height": 18}, "student": {"channels": [8, 16]}})
+        DistillConfig.model_validate(
+            {"train": {"crop_height": 18}, "student": {"space_to_depth": 2, "channels": [8, 16]}}
+        )
     with pytest.raises(ValueError, match="at least 4"):
         StudentConfig(channels=(2, 8))
     assert np.isfinite(student_gflops_per_frame(StudentConfig()))
