@@ -24,6 +24,8 @@ META = "meta.json"  # source, frame, camera, conditions, sha256 of every other m
 LABEL_MEMBERS: tuple[str, ...] = (SEG, SEG_SRC, INST, BOXES, DEPTH)
 REQUIRED_MEMBERS: tuple[str, ...] = (SEG, META)
 KNOWN_MEMBERS: frozenset[str] = frozenset(RGB_MEMBERS + LABEL_MEMBERS + (META,))
+#: Longest key: a shard member is named ``{key}.{member}`` in a ustar header's 100-byte name field.
+MAX_KEY_LENGTH = 100 - 1 - max(len(m) for m in KNOWN_MEMBERS)
 
 
 class SchemaError(ValueError):
@@ -34,6 +36,8 @@ def check_key(key: str) -> str:
     """Return ``key`` if it is a valid sample key, else raise :class:`SchemaError`."""
     if not KEY_PATTERN.fullmatch(key):
         raise SchemaError(f"key {key!r}: must match [A-Za-z0-9_-]+ (no dots, no slashes)")
+    if len(key) > MAX_KEY_LENGTH:
+        raise SchemaError(f"key {key[:20]}...: {len(key)} characters, at most {MAX_KEY_LENGTH} fit a shard")
     return key
 
 

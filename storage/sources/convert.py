@@ -19,9 +19,12 @@ Sample keys (:func:`sanitize_key`) must match ``[A-Za-z0-9_-]+`` while file name
 but ``/`` and NUL. Name parts already in that alphabet are joined with ``_`` and used as they are;
 otherwise each run of other characters becomes ``_`` and ``-`` plus the first 8 hex digits of the
 sha256 of the parts' raw bytes is appended, so two names that differ only in those characters still
-get two keys. Frames whose keys collide anyway are re-keyed by the same digest over their file paths
-(:func:`unique_keys`), or quarantined with both files named when even that collides. ``meta.json``
-keeps each file's name as readable UTF-8 and, for a name that is not UTF-8, its bytes in hex.
+get two keys. A key longer than ``schema.MAX_KEY_LENGTH`` (88, what a shard's tar header holds) is
+cut to 79 characters before the digest is appended. Frames whose keys collide anyway are re-keyed by
+the same digest over their file paths (:func:`unique_keys`), or quarantined with both files named
+when even that collides. ``meta.json`` keeps each file's name as readable UTF-8 and, for a name that
+is not UTF-8, its bytes in hex. Only readable regular files are data (:func:`present_files`): a folder
+named like an image, a FIFO, a dangling link make a bad frame saying so.
 
 A file location is either a plain path or an fsspec chained URL into an archive,
 ``zip://{member}::{archive.zip}`` (SHIFT ships its frames in zip files).
@@ -34,6 +37,8 @@ import io
 import json
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -47,6 +52,8 @@ from sim2real.storage.sources.base import REFUSED, BadFrame, SourceFrame, printa
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_KEEP = schema.MAX_KEY_LENGTH - 9  # characters of a name kept before "-" and an 8-digit digest
 _RGB_MEMBER_BY_FORMAT = {"PNG": schema.RGB_PNG, "JPEG": schema.RGB_JPG}
 
 
@@ -62,23 +69,54 @@ def file_name(location: str) -> str:
     return location.replace("\\", "/").rsplit("/", 1)[-1]
 
 
-def present_files(candidates: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
-    """Split a frame's expected files into ``files`` (those on disk) and ``extra`` naming the missing.
+def not_a_file(path: str) -> str | None:
+    """Why ``path`` cannot be read as a data file (``None`` when it is a readable regular file).
 
-    The ingest planner hashes every file a frame lists, so a missing label file must not be listed;
-    ``load`` then reports it as a bad frame through :func:`require_file`.
+    Only regular files (or symbolic links to one) are data: reading a FIFO or a device would block or
+    never end, and a folder named like an image (``x.png/``) cannot be read at all.
     """
-    files = {role: path for role, path in candidates.items() if "::" in path or os.path.exists(path)}
-    missing = {role: path for role, path in candidates.items() if role not in files}
-    return files, ({"missing": missing} if missing else {})
+    if os.path.isfile(path):  # follows symbolic links
+        return None if os.access(path, os.R_OK) else "is not readable (permission denied)"
+    if os.path.islink(path) and not os.path.exists(path):
+        return f"is a dangling symbolic link (to {printable(os.readlink(path))})"
+    if os.path.isdir(path):
+        return "is a folder, not a file"
+    if os.path.exists(path):
+        return "is not a regular file (a FIFO, socket or device)"
+    return "is missing"
+
+
+def present_files(candidates: Mapping[str, str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """Split a frame's expected files into ``files`` (readable regular files) and ``extra`` naming the
+    others: ``{"missing": {role: path}}`` and, for a path that exists but is no data file (a folder, a
+    FIFO, a dangling link, unreadable), ``{"unusable": {role: reason}}``.
+
+    The ingest planner hashes every file a frame lists, so only readable regular files are listed;
+    ``load`` then reports the others as a bad frame through :func:`require_file`.
+    """
+    files: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    unusable: dict[str, str] = {}
+    for role, path in candidates.items():
+        why = None if "::" in path else not_a_file(path)
+        if why is None:
+            files[role] = path
+        else:
+            missing[role] = path
+            if why != "is missing":
+                unusable[role] = why
+    extra: dict[str, Any] = {"missing": missing} if missing else {}
+    return files, ({**extra, "unusable": unusable} if unusable else extra)
 
 
 def require_file(frame: SourceFrame, role: str) -> str:
-    """The location of ``role`` for ``frame``, or :class:`BadFrame` naming the expected missing file."""
+    """The location of ``role`` for ``frame``, or :class:`BadFrame` naming the expected file and why it
+    cannot be used (missing, a folder, a dangling link, ...)."""
     if role in frame.files:
         return frame.files[role]
     expected = frame.extra.get("missing", {}).get(role, f"<{role} file>")
-    raise BadFrame(frame.key, expected, f"missing {role} file")
+    why = frame.extra.get("unusable", {}).get(role)
+    raise BadFrame(frame.key, expected, f"{role} file {why}" if why else f"missing {role} file")
 
 
 def read_bytes(key: str, location: str, role: str) -> bytes:
@@ -94,10 +132,34 @@ def read_bytes(key: str, location: str, role: str) -> bytes:
         raise BadFrame(key, location, f"cannot read {role} file: {reason}") from None
 
 
+def png_damage(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunk structure (``None`` when every chunk up to ``IEND`` is whole and
+    its CRC right). Pillow ignores bad CRCs and a missing end; libpng (torchvision, OpenCV) refuses
+    them, so such a file would give different readers different answers."""
+    pos = len(_PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        name, end = kind.decode("latin-1"), pos + 12 + length
+        if end > len(data):
+            return f"chunk {name} at byte {pos} is cut short (file truncated)"
+        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
+            return f"chunk {name} at byte {pos} has a bad CRC (file damaged)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "no IEND chunk (file truncated)"
+
+
 def open_image(key: str, location: str, role: str, data: bytes) -> Image.Image:
-    """Decode image bytes fully (a truncated file fails here), or raise :class:`BadFrame`."""
+    """Decode image bytes fully (a truncated file fails here), or raise :class:`BadFrame`.
+
+    A PNG must also be whole with right chunk CRCs (:func:`png_damage`)."""
     if not data:
         raise BadFrame(key, location, f"{role} file is empty (0 bytes)")
+    damage = png_damage(data) if data.startswith(_PNG_SIGNATURE) else None
+    if damage:
+        raise BadFrame(key, location, f"unreadable {role} image: PNG data ({len(data)} bytes) cannot be "
+                                      f"decoded: {damage}")
     try:
         image = Image.open(io.BytesIO(data))
     except Image.UnidentifiedImageError:
@@ -419,8 +481,8 @@ def sanitize_key(*parts: str) -> str:
     used = [p for p in parts if p]
     cleaned = [_KEY_UNSAFE.sub("_", part) for part in used]
     key = "_".join(cleaned)
-    if cleaned != used or not key:
-        key = f"{key.strip('_') or 'k'}-{_name_digest(used)}"
+    if cleaned != used or not key or len(key) > schema.MAX_KEY_LENGTH:
+        key = f"{key.strip('_')[:_KEEP] or 'k'}-{_name_digest(used)}"
     return key
 
 
@@ -436,7 +498,7 @@ def unique_keys(frames: Sequence[SourceFrame]) -> list[SourceFrame]:
             continue
         for index in indexes:
             frame = frames[index]
-            out[index] = replace(frame, key=f"{key}-{_name_digest(sorted(frame.files.values()))}")
+            out[index] = replace(frame, key=f"{key[:_KEEP]}-{_name_digest(sorted(frame.files.values()))}")
     seen: dict[str, str] = {}
     for index, frame in enumerate(out):
         first_file = printable(next(iter(frame.files.values()), "?"))

@@ -111,8 +111,11 @@ class FolderFormat:
                     stems.setdefault(stem, {})[role] = os.path.join(folder, entry)
         if not stems:
             raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
-        frames = [SourceFrame(key=convert.sanitize_key(stem), files={**files, "classes": classes})
-                  for stem, files in sorted(stems.items())]
+        frames = []
+        for stem, candidates in sorted(stems.items()):
+            files, extra = convert.present_files(candidates)  # folders, FIFOs, dangling links: bad frames
+            frames.append(SourceFrame(key=convert.sanitize_key(stem), files={**files, "classes": classes},
+                                      extra=extra))
         return convert.unique_keys(frames)
 
     def _read_classes(self, path: str) -> None:
@@ -147,6 +150,8 @@ class FolderFormat:
         """Validate and convert one frame; raise :class:`BadFrame` naming the file and the reason."""
         if self._lut is None:
             self._read_classes(frame.files["classes"])
+        for role in frame.extra.get("unusable", {}):
+            convert.require_file(frame, role)  # raises BadFrame: the file is a folder, a FIFO, ...
         for role in ("rgb", "seg"):
             if role not in frame.files:
                 some_file = next(p for r, p in frame.files.items() if r != "classes")

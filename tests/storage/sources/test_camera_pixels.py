@@ -65,8 +65,22 @@ GOOD = {
     "jpeg_named_png": (encode(Image.fromarray(RGB), "JPEG", quality=95), None, schema.RGB_JPG),
     "png_named_jpg": (encode(Image.fromarray(RGB), "PNG"), RGB, schema.RGB_PNG),
 }
+def damaged(data: bytes, chunk: bytes) -> bytes:
+    """``data`` with the CRC of its first ``chunk`` chunk flipped (the pixels themselves untouched)."""
+    at = data.index(chunk) - 4
+    end = at + 8 + int.from_bytes(data[at:at + 4], "big")
+    return data[:end] + bytes([data[end] ^ 0xFF]) + data[end + 1:]
+
+
+PNG = encode(Image.fromarray(RGB), "PNG")
 BAD = {
     "empty": (b"", "empty (0 bytes)"),
+    "idat_crc": (damaged(PNG, b"IDAT"), "chunk IDAT at byte 33 has a bad CRC"),  # libpng refuses it
+    "ihdr_crc": (damaged(PNG, b"IHDR"), "chunk IHDR at byte 8 has a bad CRC"),
+    "no_iend": (PNG[:-12], "no IEND chunk (file truncated)"),
+    "iend_cut": (PNG[:-1], "chunk IEND at byte"),
+    "png_cut_in_half": (PNG[:len(PNG) // 2], "chunk IDAT at byte 33 is cut short"),
+    "jpeg_cut_in_half": (encode(Image.fromarray(RGB), "JPEG")[:300], "unreadable rgb image"),
     "garbage": (b"not an image at all", "no known image format (19 bytes)"),
     "truncated": (encode(Image.fromarray(RGB), "PNG")[:60], "cannot be decoded"),
     "bmp": (encode(Image.fromarray(RGB), "BMP"), "holds BMP data"),
@@ -108,6 +122,16 @@ def test_label_maps_must_be_png(tmp_path):
     with open(path, "wb") as handle:
         handle.write(encode(Image.fromarray(RGB[..., 0]), "JPEG"))
     with pytest.raises(BadFrame, match="seg file holds JPEG data"):
+        convert.load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
+
+
+def test_damaged_label_png_is_a_bad_frame(tmp_path):
+    from sim2real.storage.sources.base import SourceFrame
+
+    path = str(tmp_path / "seg.png")
+    with open(path, "wb") as handle:
+        handle.write(damaged(encode(Image.fromarray(RGB[..., 0]), "PNG"), b"IDAT"))
+    with pytest.raises(BadFrame, match="unreadable seg image: .* chunk IDAT .* bad CRC"):
         convert.load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
 
 

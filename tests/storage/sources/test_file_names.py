@@ -7,7 +7,9 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -186,3 +188,86 @@ def test_colliding_keys_are_rekeyed_not_fatal():
     assert "made twice" in refused.extra[REFUSED]
     with pytest.raises(BadFrame, match="made twice"):
         load_frame(get_format("gta5"), refused)
+
+
+@contextmanager
+def fifo_poked(path: os.PathLike) -> Iterator[None]:
+    """Every few seconds, open and close the FIFO at ``path`` for writing: a reader blocked on it (the
+    fault under test) then reads an empty file, so a regression fails the test instead of hanging it."""
+    done = threading.Event()
+
+    def poke() -> None:
+        while not done.wait(2):
+            try:
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+            except OSError:  # ENXIO: nobody is reading it, as it should be
+                pass
+
+    poker = threading.Thread(target=poke, daemon=True)
+    poker.start()
+    try:
+        yield
+    finally:
+        done.set()
+        poker.join()
+
+
+def test_entries_that_are_no_data_files_are_quarantined_not_fatal(tmp_path, ingest):
+    """A folder named like an image, a FIFO (reading it would block for ever) and dangling symbolic
+    links are quarantined with what they are; a link to a good file is a good frame."""
+    root = tmp_path / "gta5"
+    make_gta5(os.fsencode(root))
+    images, labels = root / "images", root / "labels"
+    os.makedirs(images / "folder.png")
+    os.mkfifo(images / "fifo.png")
+    os.symlink(images / "gone.png", images / "dangling.png")
+    for stem in ("folder", "fifo", "dangling", "linked", "label_folder"):
+        write(os.fsencode(labels / f"{stem}.png"), ids(7))
+    os.symlink(images / "UPPER.jpg", images / "linked.jpg")
+    write(os.fsencode(images / "label_folder.png"), camera(9))
+    os.remove(labels / "label_folder.png")
+    os.makedirs(labels / "label_folder.png")
+    with fifo_poked(images / "fifo.png"):
+        version, raw, _ = ingest(str(root), "gta5")
+    reasons = {row["key"]: row["reason"] for row in version.quarantine().to_pylist()}
+    assert reasons == {
+        "folder": "rgb file is a folder, not a file",
+        "fifo": "rgb file is not a regular file (a FIFO, socket or device)",
+        "dangling": f"rgb file is a dangling symbolic link (to {images / 'gone.png'})",
+        "label_folder": "seg file is a folder, not a file",
+    }
+    assert "linked" in raw and raw["linked"][schema.RGB_JPG] == raw["UPPER"][schema.RGB_JPG]
+    assert len(raw) == len(NAMES) + 1
+
+
+def test_folder_format_quarantines_a_folder_named_like_a_member(tmp_path, ingest):
+    root = tmp_path / "export"
+    make_folder(os.fsencode(root))
+    os.makedirs(root / "seg" / "UPPER.png")  # beside UPPER.PNG: the folder, not the file, is seg
+    os.remove(root / "seg" / "UPPER.PNG")
+    version, raw, _ = ingest(str(root), "folder")
+    reasons = {row["key"]: row["reason"] for row in version.quarantine().to_pylist()}
+    assert reasons == {"UPPER": "seg file is a folder, not a file"} and len(raw) == len(NAMES) - 1
+
+
+def test_names_as_long_as_a_file_system_allows_give_short_unique_keys(tmp_path, ingest):
+    """255-byte names (the common limit) and long sequence folders: every key fits a shard's tar
+    header (schema.MAX_KEY_LENGTH) and two long names that share their start keep two keys."""
+    root = tmp_path / "carla"
+    long_a, long_b = "a" * 251, "a" * 250 + "b"
+    sequence = "s" * 200
+    for i, stem in enumerate((long_a, long_b, "short")):
+        write(j(os.fsencode(root), sequence, "rgb", stem + ".png"), camera(i))
+        raw_tags = np.zeros((H, W, 3), np.uint8)
+        raw_tags[..., 0] = 1
+        write(j(os.fsencode(root), sequence, "semantic", stem + ".png"), Image.fromarray(raw_tags))
+    version, raw, _ = ingest(str(root), "carla")
+    assert version.info["quarantined"] == 0, version.quarantine().to_pylist()
+    assert len(raw) == 3
+    for key in raw:
+        assert schema.KEY_PATTERN.fullmatch(key) and len(key) <= schema.MAX_KEY_LENGTH
+    assert convert.sanitize_key(long_a) != convert.sanitize_key(long_b)
+    assert convert.sanitize_key("x" * schema.MAX_KEY_LENGTH) == "x" * schema.MAX_KEY_LENGTH
+    collided = convert.unique_keys([SourceFrame("k" * schema.MAX_KEY_LENGTH, {"rgb": f"/{d}/x.png"})
+                                    for d in "ab"])
+    assert all(len(f.key) <= schema.MAX_KEY_LENGTH and REFUSED not in f.extra for f in collided)
