@@ -46,8 +46,16 @@ def register_fsspec_schemes(schemes: Iterable[str] = ("s3", "gs", "gcs", "memory
 
 
 def decode_rgb(data: bytes) -> np.ndarray:
-    """Image bytes → H×W×3 uint8."""
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    """Image bytes → H×W×3 uint8.
+
+    A 16-bit grey PNG (only in versions ingested before the camera rule of ``sources/convert.py``) is
+    reduced by its high byte as ingest now does; PIL's own ``convert("RGB")`` would clip it to white.
+    """
+    image = Image.open(io.BytesIO(data))
+    if image.mode.startswith("I;16"):
+        grey = (np.asarray(image).astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def decode_png(data: bytes) -> np.ndarray:

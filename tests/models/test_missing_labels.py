@@ -103,3 +103,13 @@ def test_endless_streams_over_nothing_fail_fast(tmp_path, require):
     with pytest.raises(EmptyStream, match="no samples") as caught:
         decoded_samples(urls, resampled=True, shuffle_buffer=8, require=require)
     assert os.path.basename(empty) in str(caught.value)
+
+
+def test_reader_decodes_a_legacy_16_bit_camera_image():
+    """Item 2 for versions ingested before the camera rule: 16-bit grey is not read as white."""
+    from sim2real.storage.reader import decode_rgb
+
+    grey = (np.arange(H * W, dtype=np.uint32).reshape(H, W) * 170).astype(np.uint16)
+    rgb = decode_rgb(png(grey))
+    assert rgb.shape == (H, W, 3) and rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], (grey >> 8).astype(np.uint8)) and (rgb == 255).mean() < 0.05
