@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -117,20 +117,9 @@ CARLA_LEGACY_TAGS: tuple[CarlaTag, ...] = (
 #: the 0.9.10 CHANGELOG ("Added new semantic segmentation tags: RailTrack, GuardRail, TrafficLight,
 #: Static, Dynamic, Water and Terrain"; Sky, Ground and Bridge came with them as tags 13-15, and fence
 #: and other were recoloured to (100,40,40) and (55,90,80)). Raw tag ids 0..12 mean the same in both.
-CARLA_0_9_9_TAGS: tuple[CarlaTag, ...] = (
-    CarlaTag(0, "Unlabeled", (0, 0, 0), IGNORE_ID),
-    CarlaTag(1, "Building", (70, 70, 70), _t("building")),
-    CarlaTag(2, "Fence", (190, 153, 153), _t("fence")),
-    CarlaTag(3, "Other", (250, 170, 160), IGNORE_ID),
-    CarlaTag(4, "Pedestrian", (220, 20, 60), _t("person"), "person"),
-    CarlaTag(5, "Pole", (153, 153, 153), _t("pole")),
-    CarlaTag(6, "RoadLine", (157, 234, 50), _t("road")),
-    CarlaTag(7, "Road", (128, 64, 128), _t("road")),
-    CarlaTag(8, "SideWalk", (244, 35, 232), _t("sidewalk")),
-    CarlaTag(9, "Vegetation", (107, 142, 35), _t("vegetation")),
-    CarlaTag(10, "Vehicles", (0, 0, 142), _t("car"), "car"),
-    CarlaTag(11, "Wall", (102, 102, 156), _t("wall")),
-    CarlaTag(12, "TrafficSign", (220, 220, 0), _t("traffic sign")),
+CARLA_0_9_9_TAGS: tuple[CarlaTag, ...] = tuple(
+    replace(tag, color={"Fence": (190, 153, 153), "Other": (250, 170, 160)}.get(tag.name, tag.color))
+    for tag in CARLA_LEGACY_TAGS if tag.tag <= 12
 )
 
 #: Each table under the newest release it describes; :func:`tag_table_name` maps any release to one.
