@@ -102,7 +102,6 @@ def test_worker_run_completes_and_its_event_triggers_evaluation(deployed: dict[s
     assert evaluate.parameters["root"] == deployed["root"]
     assert evaluate.parameters["profile"] == "tiny"
     assert evaluate.created > translate.created
-    assert deployed["total_s"] < 240, f"server scenario took {deployed['total_s']:.0f}s"
 
 
 @pytest.mark.parametrize("template", ["gpu-kubernetes.json", "gpu-docker.json"])

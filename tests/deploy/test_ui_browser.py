@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +65,13 @@ class Browser:
         text = re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", text)))
         return dom, text
 
-    def text_showing(self, url: str, *needles: str, attempts: int = 3) -> tuple[str, str]:
+    def text_showing(self, url: str, *needles: str, attempts: int = 6) -> tuple[str, str]:
         """Like :meth:`text`, reloading (a busy machine renders lists late) until every needle shows."""
-        for _ in range(attempts):
+        for attempt in range(attempts):
             dom, text = self.text(url)
             if all(needle in text for needle in needles):
                 return dom, text
+            time.sleep(2 * (attempt + 1))  # the UI polls the API; give a loaded server time to answer
         raise AssertionError(f"{url} never showed {needles}; last text: {text[:2000]}")
 
     def screenshot(self, url: str, name: str) -> Path:
