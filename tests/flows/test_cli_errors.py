@@ -172,3 +172,28 @@ def test_non_utf8_file_names_through_the_flow(tmp_path: Path, capfd):
     assert (result["samples"], result["quarantined"]) == (3, 0)
     version = DatasetStore(store_root).open("gta@latest")
     assert sorted(version.manifest()["key"].to_pylist())[0] == "00001"
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_failure_logs_are_held_back_only_for_user_errors(capfd):
+    """A user error's Prefect tracebacks are dropped (the CLI's one line says it); a bug's are printed."""
+    from prefect import flow
+
+    from sim2real.flows.runtime import run_quietly
+
+    @flow(name="user-error")
+    def user_error() -> None:
+        raise FileNotFoundError("/data/x: no such folder")
+
+    @flow(name="bug")
+    def bug() -> None:
+        raise KeyError("a code bug")
+
+    capfd.readouterr()
+    with pytest.raises(FileNotFoundError):
+        run_quietly(user_error)
+    assert "Traceback" not in capfd.readouterr().err
+    with pytest.raises(KeyError):
+        run_quietly(bug)
+    err = capfd.readouterr().err
+    assert "Traceback" in err and "a code bug" in err
