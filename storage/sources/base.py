@@ -35,11 +35,20 @@ def printable(text: str) -> str:
     return raw.decode("utf-8", "backslashreplace")
 
 
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
+def for_people(text: str) -> str:
+    """:func:`printable` with control characters (newline, tab, escape, ...) shown as ``\\xNN`` too, so a
+    file name cannot break a one-line message or send escape sequences to a terminal."""
+    return printable(text).translate(_CONTROLS)
+
+
 class BadFrame(ValueError):
     """A frame cannot be ingested. ``path`` is the offending file, ``reason`` says why (for people)."""
 
     def __init__(self, key: str, path: str, reason: str) -> None:
-        path, reason = printable(path), printable(reason)
+        path, reason = for_people(path), for_people(reason)
         super().__init__(f"{path}: frame {key!r}: {reason}")
         self.key = key
         self.path = path

@@ -38,6 +38,7 @@ import json
 import os
 import re
 import struct
+import zipfile
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -48,7 +49,7 @@ import numpy as np
 from PIL import Image
 
 from sim2real.storage import schema
-from sim2real.storage.sources.base import REFUSED, BadFrame, SourceFrame, printable
+from sim2real.storage.sources.base import REFUSED, BadFrame, SourceFrame, for_people, printable
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -78,7 +79,7 @@ def not_a_file(path: str) -> str | None:
     if os.path.isfile(path):  # follows symbolic links
         return None if os.access(path, os.R_OK) else "is not readable (permission denied)"
     if os.path.islink(path) and not os.path.exists(path):
-        return f"is a dangling symbolic link (to {printable(os.readlink(path))})"
+        return f"is a dangling symbolic link (to {os.readlink(path)})"
     if os.path.isdir(path):
         return "is a folder, not a file"
     if os.path.exists(path):
@@ -127,7 +128,7 @@ def read_bytes(key: str, location: str, role: str) -> bytes:
                 return handle.read()
         with open(location, "rb") as handle:
             return handle.read()
-    except (OSError, KeyError) as exc:
+    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # last 3: a damaged zip
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise BadFrame(key, location, f"cannot read {role} file: {reason}") from None
 
@@ -376,25 +377,27 @@ def boxes_from_box2d(
     """Our boxes from Scalabel-style ``box2d`` labels (inclusive pixel coordinates).
 
     ``instance`` is the label's 1-based position in the frame, ``source_id`` its own id. Labels of
-    other categories, without a box or with a box outside the image are dropped and counted by
-    category or reason.
+    other categories (or none), without a box, with a malformed or inverted box or a box outside the
+    image are dropped and counted by category or reason.
     """
     boxes: list[dict[str, Any]] = []
     dropped: dict[str, int] = {}
     for index, label in enumerate(labels, start=1):
         category, box2d = str(label.get("category")), label.get("box2d")
         ours = category_to_detection.get(category)
-        xyxy, malformed = None, False
+        xyxy, problem = None, "no box2d"
         if box2d:
             try:
                 x1, y1, x2, y2 = (float(box2d[c]) for c in ("x1", "y1", "x2", "y2"))
-                xyxy = box_from_inclusive(x1, y1, x2, y2, size)
-            except (KeyError, TypeError, ValueError):
-                malformed = True
+                if x2 < x1 or y2 < y1:
+                    problem = "inverted box2d (x2 < x1 or y2 < y1)"
+                else:
+                    xyxy, problem = box_from_inclusive(x1, y1, x2, y2, size), "box outside the image"
+            except (KeyError, TypeError, ValueError, OverflowError):  # OverflowError: 1e400 is inf
+                problem = "malformed box2d"
         if ours is None or xyxy is None:
-            reason = category
-            if ours is not None:
-                reason = "malformed box2d" if malformed else "box outside the image" if box2d else "no box2d"
+            named = category if label.get("category") is not None else "no category"
+            reason = problem if ours is not None else named
             dropped[reason] = dropped.get(reason, 0) + 1
             continue
         boxes.append({"label": check_detection_label(ours), "bbox_xyxy": xyxy, "instance": index,
@@ -437,10 +440,12 @@ def json_bytes(value: Any) -> bytes:
 
 def file_names(files: Mapping[str, str]) -> dict[str, Any]:
     """``meta.json``'s record of a frame's files: ``{"files": {role: name}}`` with readable UTF-8 names,
-    plus ``{"file_names_hex": {role: hex}}``, the exact bytes, for names that are not UTF-8."""
+    plus ``{"file_names_hex": {role: hex}}``, the exact bytes, for names that are not UTF-8 or hold
+    control characters (shown as ``\\xNN``)."""
     names = {role: file_name(location) for role, location in sorted(files.items())}
-    record: dict[str, Any] = {"files": {role: printable(name) for role, name in names.items()}}
-    raw = {role: os.fsencode(name) for role, name in names.items() if printable(name) != name}
+    shown = {role: for_people(name) for role, name in names.items()}
+    record: dict[str, Any] = {"files": shown}
+    raw = {role: os.fsencode(name) for role, name in names.items() if shown[role] != name}
     if raw:
         record["file_names_hex"] = {role: data.hex() for role, data in raw.items()}
     return record
@@ -501,7 +506,7 @@ def unique_keys(frames: Sequence[SourceFrame]) -> list[SourceFrame]:
             out[index] = replace(frame, key=f"{key[:_KEEP]}-{_name_digest(sorted(frame.files.values()))}")
     seen: dict[str, str] = {}
     for index, frame in enumerate(out):
-        first_file = printable(next(iter(frame.files.values()), "?"))
+        first_file = for_people(next(iter(frame.files.values()), "?"))
         if frame.key in seen:
             reason = f"key {frame.key!r} made twice, from {seen[frame.key]} and {first_file}"
             out[index] = replace(frame, extra={**frame.extra, REFUSED: reason})

@@ -118,8 +118,12 @@ class MemberIndex:
                           for d, _, files in os.walk(self.folder) for f in files}
             self.is_zip = False
         elif os.path.exists(self.archive):
-            with zipfile.ZipFile(self.archive) as archive:
-                self.names = {n for n in archive.namelist() if not n.endswith("/")}
+            try:
+                with zipfile.ZipFile(self.archive) as archive:
+                    self.names = {n for n in archive.namelist() if not n.endswith("/")}
+            except (zipfile.BadZipFile, OSError) as exc:  # a whole-input error: one line, exit 2
+                raise ValueError(f"{self.archive}: cannot read the zip file ({exc}); "
+                                 f"download it again") from None
             self.is_zip = True
         else:
             self.names, self.is_zip = set(), False

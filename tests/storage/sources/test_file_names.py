@@ -271,3 +271,23 @@ def test_names_as_long_as_a_file_system_allows_give_short_unique_keys(tmp_path, 
     collided = convert.unique_keys([SourceFrame("k" * schema.MAX_KEY_LENGTH, {"rgb": f"/{d}/x.png"})
                                     for d in "ab"])
     assert all(len(f.key) <= schema.MAX_KEY_LENGTH and REFUSED not in f.extra for f in collided)
+
+
+def test_control_characters_in_names_do_not_break_message_lines(tmp_path, ingest):
+    """A newline or a terminal escape in a file name is shown as ``\\xNN`` in quarantine reasons,
+    error lines and meta.json (whose file_names_hex keeps the exact bytes)."""
+    root = tmp_path / "gta5"
+    make_gta5(os.fsencode(root))
+    hostile = "new\nline\x1b[31m"
+    write(os.fsencode(root / "images" / f"{hostile}.png"), camera(7))
+    write(os.fsencode(root / "labels" / f"{hostile}.png"), ids(7))
+    (root / "images" / "bad\ttab.png").write_bytes(b"")
+    version, raw, _ = ingest(str(root), "gta5")
+    (row,) = version.quarantine().to_pylist()
+    assert row["path"].endswith("images/bad\\x09tab.png") and row["reason"] == "rgb file is empty (0 bytes)"
+    key = convert.sanitize_key(hostile)
+    meta = json.loads(raw[key][schema.META])
+    assert meta["files"]["rgb"] == "new\\x0aline\\x1b[31m.png"
+    assert bytes.fromhex(meta["file_names_hex"]["rgb"]) == f"{hostile}.png".encode()
+    error = BadFrame(key, str(root / "images" / f"{hostile}.png"), f"reason with {hostile}")
+    assert "\n" not in str(error) and "\x1b" not in str(error)

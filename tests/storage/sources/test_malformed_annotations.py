@@ -47,3 +47,26 @@ def test_malformed_box2d_is_a_counted_drop():
               {"id": "3", "category": "car", "box2d": {"x1": 0, "y1": 0, "x2": 3, "y2": 3}}]
     boxes, dropped = convert.boxes_from_box2d(labels, {"car": "car"}, (8, 8))
     assert [b["source_id"] for b in boxes] == ["3"] and dropped == {"malformed box2d": 2}
+
+
+def test_box2d_that_is_infinite_inverted_or_without_category_is_a_counted_drop():
+    """JSON reads 1e400 as infinity (int() of it raised OverflowError, aborting the shard); corners
+    swapped by less than a pixel were kept as a 1-pixel box; a label without category counted as 'None'."""
+    box = {"x1": 0, "y1": 0, "x2": 3, "y2": 3}
+    labels = [{"id": "1", "category": "car", "box2d": {**box, "x2": float("inf")}},
+              {"id": "2", "category": "car", "box2d": {**box, "x1": -float("inf")}},
+              {"id": "3", "category": "car", "box2d": {**box, "y1": float("nan")}},
+              {"id": "4", "category": "car", "box2d": {"x1": 5.6, "y1": 0, "x2": 5.2, "y2": 3}},
+              {"id": "5", "category": "car", "box2d": {"x1": 6, "y1": 0, "x2": 1, "y2": 3}},
+              {"id": "6", "category": "car", "box2d": {"x1": 20, "y1": 20, "x2": 30, "y2": 30}},
+              {"id": "7", "box2d": box},
+              {"id": "8", "category": "car", "box2d": box}]
+    boxes, dropped = convert.boxes_from_box2d(labels, {"car": "car"}, (8, 8))
+    assert [b["source_id"] for b in boxes] == ["8"]
+    assert dropped == {"malformed box2d": 3, "inverted box2d (x2 < x1 or y2 < y1)": 2,
+                       "box outside the image": 1, "no category": 1}
+    text = '[{"name": "a.jpg", "labels": [{"id": "1", "category": "car", "box2d": ' \
+           '{"x1": 0, "y1": 0, "x2": 1e400, "y2": 3}}]}]'
+    records = json.loads(text)
+    assert convert.boxes_from_box2d(records[0]["labels"], {"car": "car"}, (8, 8)) == \
+        ([], {"malformed box2d": 1})

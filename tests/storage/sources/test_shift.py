@@ -145,3 +145,38 @@ def test_ego_vehicle_hood_is_ignore_not_car(tmp_path, save_image, random_rgb, de
     assert not ego_vehicle_mask(np.zeros((4, 4), bool), 0.5).any()
     with pytest.raises(ValueError, match="ego_band"):
         fmt.discover(os.path.join(str(tmp_path), "shift"), {"ego_band": "2"})
+
+
+@pytest.mark.parametrize("damage", ["not_a_zip", "cut_in_half"])
+def test_damaged_zip_file_is_one_user_error_naming_it(tmp_path, random_rgb, damage):
+    """A SHIFT zip that is not a zip (or cut short by a download) is a ValueError naming the archive,
+    which the CLI prints as one line with exit code 2 (was: zipfile.BadZipFile, a traceback)."""
+    view = os.path.join(str(tmp_path), "discrete/images/train/front")
+    _write_view(view, random_rgb, zipped=True)
+    archive = os.path.join(view, "semseg.zip")
+    with open(archive, "rb") as handle:
+        data = handle.read()
+    with open(archive, "wb") as handle:
+        handle.write(os.urandom(64) if damage == "not_a_zip" else data[: len(data) // 2])
+    with pytest.raises(ValueError, match=f"{archive}: cannot read the zip file"):
+        get_format("shift").discover(str(tmp_path), {})
+
+
+def test_damaged_zip_member_is_a_bad_frame(tmp_path, random_rgb):
+    """A member whose bytes do not match its CRC (or do not inflate) is a quarantined frame."""
+    from sim2real.storage.sources import convert
+
+    view = os.path.join(str(tmp_path), "discrete/images/train/front")
+    _write_view(view, random_rgb, zipped=True)
+    archive = os.path.join(view, "img.zip")
+    with zipfile.ZipFile(archive) as handle:
+        info = handle.infolist()[0]
+    with open(archive, "r+b") as handle:
+        handle.seek(info.header_offset + 30 + len(info.filename) + 20)  # inside the member's data
+        byte = handle.read(1)
+        handle.seek(-1, os.SEEK_CUR)
+        handle.write(bytes([byte[0] ^ 0xFF]))
+    frames = get_format("shift").discover(str(tmp_path), {})
+    frame = next(f for f in frames if info.filename in f.files["rgb"])
+    with pytest.raises(BadFrame, match="cannot read rgb file: .*CRC"):
+        convert.read_bytes(frame.key, frame.files["rgb"], "rgb")
