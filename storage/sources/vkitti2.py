@@ -82,6 +82,8 @@ def read_annotations(variation_dir: str) -> dict[str, Any]:
         if boxes_rows is not None:
             boxes = {}
             for r in boxes_rows:  # frame camera track left right top bottom pixels ...
+                if len(r) < 8:
+                    raise ValueError(f"bbox.txt row {' '.join(r)!r} has {len(r)} fields, expected 8 or more")
                 boxes.setdefault(f"{int(r[0])}/{int(r[1])}", []).append([int(v) for v in r[2:8]])
     except (ValueError, IndexError) as exc:
         raise ValueError(f"{variation_dir}: malformed colors.txt/info.txt/bbox.txt: {exc}") from None
@@ -116,7 +118,8 @@ class Vkitti2Format:
     def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
         """Every ``rgb_*.jpg`` sorted by scene, variation, camera and frame, with its annotations."""
         wanted = {v.strip() for v in str(options.get("variation") or "").split(",") if v.strip()}
-        scenes = sorted(d for d in os.listdir(root) if d.startswith("Scene"))
+        scenes = sorted(d for d in os.listdir(root)
+                        if d.startswith("Scene") and os.path.isdir(os.path.join(root, d)))
         frames = []
         for scene in scenes:
             for variation in sorted(os.listdir(os.path.join(root, scene))):

@@ -126,3 +126,19 @@ def test_ingest_round_trip(vkitti_root, ingest):
         assert decoded[key]["seg"][10, 4] == 13 and decoded[key]["inst"][5, 21] == 2
     camera_1_boxes = decoded["Scene01_15-deg-left_Camera_1_00000"]["boxes"]
     assert [b["bbox_xyxy"] for b in camera_1_boxes] == [[3, 9, 10, 13]]
+
+
+def test_stray_files_and_short_bbox_rows(vkitti_root):
+    """A file named like a scene (``SceneList.txt``) is not a scene (was NotADirectoryError); a bbox.txt
+    row cut short is a ValueError naming the file and the row at discovery (was an unnamed unpacking
+    error aborting the shard)."""
+    root, originals = vkitti_root
+    with open(os.path.join(root, "SceneList.txt"), "w") as handle:
+        handle.write("Scene01\nScene02\n")
+    fmt = get_format("vkitti2")
+    assert sorted(f.key for f in fmt.discover(root, {})) == sorted(originals)
+    bbox = os.path.join(root, "Scene01", "15-deg-left", "textgt", "bbox.txt")
+    with open(bbox, "a") as handle:
+        handle.write("1 0 0 2\n")
+    with pytest.raises(ValueError, match=r"15-deg-left: malformed .*bbox.txt row '1 0 0 2' has 4 fields"):
+        fmt.discover(root, {})
