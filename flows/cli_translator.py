@@ -79,8 +79,9 @@ def distill(
 
 def _human_row(row: dict[str, Any]) -> str:
     m = row["metrics"]
+    lineage = f" of {row['teacher']}" if row["teacher"] else ""
     return (
-        f"{row['id']}  {row['kind']}  {row['source']} → {row['target']}  "
+        f"{row['id']}  {row['kind']}{lineage}  {row['source']} → {row['target']}  "
         f"{row['profile']} {row['steps']} steps  "
         f"{_fmt(row['gflops_per_frame'])} GFLOPs/frame  {row['parameters']} params  "
         f"fidelity {_fmt(m.get('fidelity_ratio_translated'))} "

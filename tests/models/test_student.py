@@ -176,3 +176,13 @@ def test_configs_reject_unknown_keys_and_bad_crops():
     with pytest.raises(ValueError, match="at least 4"):
         StudentConfig(channels=(2, 8))
     assert np.isfinite(student_gflops_per_frame(StudentConfig()))
+
+
+def test_input_skip_adds_the_input_to_the_head():
+    x = torch.rand(1, 3, 16, 16) * 2 - 1
+    for skip in (False, True):
+        student = build_student(StudentConfig(space_to_depth=2, channels=(8, 16), input_skip=skip)).eval()
+        torch.nn.init.zeros_(student.head.weight)
+        torch.nn.init.zeros_(student.head.bias)
+        with torch.no_grad():
+            assert torch.equal(student(x), x if skip else torch.zeros_like(x))
