@@ -72,10 +72,8 @@ def make_source(root: str, name: str, frames: int, size: tuple[int, int], shard_
     """Render ``frames`` toy sim frames and ingest them (no Prefect) as ``name``."""
     export = Path(root) / f"export-{name}"
     write_export(export, ToySimConfig(style="sim", height=size[0], width=size[1], seed=1), frames)
-    store = DatasetStore(root)
-    plan = ingest.plan_ingest(str(export), name, ingest.IngestConfig(max_shard_samples=shard_samples))
-    parts = [ingest.build_shard(store, name, plan.version, "folder", i, f) for i, f in enumerate(plan.shards)]
-    return ingest.commit_ingest(store, plan, parts)
+    config = ingest.IngestConfig(max_shard_samples=shard_samples)
+    return ingest.ingest_serially(DatasetStore(root), str(export), name, config)
 
 
 def sync(device: torch.device) -> None:

@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "sim2real.flows.cli_translator",
     "sim2real.flows.cli_ops",
     "sim2real.flows.cli_demo",
+    "sim2real.flows.cli_server",
 )
 
 
@@ -39,10 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: an expected error prints one clear line (and with ``--json``
     a JSON error object as the last stdout line) and exits with 2; see ``flows/cli_errors.py``."""
     from sim2real.flows.cli_errors import USER_ERROR_EXIT_CODE, click_exceptions, is_user_error, report
-    from sim2real.flows.runtime import quiet_prefect, tune_cpu_threads
+    from sim2real.flows.runtime import quiet_prefect, tune_cpu_threads, use_running_server
 
     tune_cpu_threads()  # before anything imports torch
     quiet_prefect()  # before anything imports Prefect
+    use_running_server()  # PREFECT_API_URL, else `sim2real server start`'s server, else embedded
     args = sys.argv[1:] if argv is None else list(argv)
     if not app.registered_commands:
         for module in _COMMAND_MODULES:

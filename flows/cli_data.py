@@ -64,6 +64,7 @@ def ingest(
     split: str = typer.Option(None, "--split", help="Split for formats that have them (train, val, ...)."),
     option: list[str] = typer.Option(None, "--option", help="Importer option KEY=VALUE (repeatable)."),
     max_shard_samples: int = typer.Option(1000, "--max-shard-samples", min=1),
+    workers: int = typer.Option(None, "--workers", min=1, help="Processes building shards (default: CPUs)."),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -81,6 +82,7 @@ def ingest(
         split=split,
         options=options,
         max_shard_samples=max_shard_samples,
+        workers=workers,
     )
     human = (
         f"{result['name']}@{result['version']}: {result['samples']} samples, {result['shards']} shards, "

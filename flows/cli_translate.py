@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from sim2real.flows.cli import emit
-from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, default_root
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
@@ -51,6 +50,8 @@ def translate(
         raise typer.BadParameter(str(exc)) from exc
     root = root or default_root()
     DatasetStore(root).open(ref)  # fail fast, before any flow starts: unknown version or translator
+    from sim2real.storage.registry import TranslatorRegistry  # imports torch: only when translating
+
     TranslatorRegistry(root).card(translator)
     quiet_prefect()
     result = run_translate(

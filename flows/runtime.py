@@ -76,11 +76,30 @@ def embedded_run_settings() -> Iterator[None]:
         yield
 
 
+def use_running_server() -> str | None:
+    """Point Prefect at ``PREFECT_API_URL`` or the server ``sim2real server start`` left running.
+
+    Call before Prefect is imported (the CLI's entry point does); returns the API URL, or None when
+    commands will fall back to the embedded server.
+    """
+    from sim2real.flows.server import running_api_url
+
+    url = running_api_url()
+    if url:
+        os.environ["PREFECT_API_URL"] = url
+    return url
+
+
 def run_quietly(flow: Callable[..., T], **params: Any) -> T:
-    """Run ``flow(**params)`` in-process (embedded server unless one is configured).
+    """Run ``flow(**params)`` in-process: on the configured or shared server, else on the embedded
+    server, started here (call from the main thread) so that it dies with this process.
 
     Call :func:`quiet_prefect` before Prefect is imported (the CLI does) for the settings to apply.
     """
     quiet_prefect()
+    if not os.environ.get("PREFECT_API_URL"):
+        from sim2real.flows.server import start_embedded_server
+
+        start_embedded_server()
     with embedded_run_settings():
         return flow(**params)

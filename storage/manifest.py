@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,9 +62,22 @@ def with_member_hashes(
     return out
 
 
-def manifest_row(key: str, shard: str, members: Mapping[str, bytes]) -> dict[str, Any]:
-    """The manifest row of one finished sample (decodes ``seg.png`` for the class pixel counts)."""
-    seg = np.asarray(Image.open(io.BytesIO(members[schema.SEG])))
+def manifest_row(
+    key: str,
+    shard: str,
+    members: Mapping[str, bytes],
+    digests: Mapping[str, str] | None = None,
+    seg_train_ids: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """The manifest row of one finished sample (decodes ``seg.png`` for the class pixel counts).
+
+    ``digests``: the members' sha256s already computed (e.g. the ``meta.json`` list), not computed again;
+    ``seg_train_ids``: ``seg.png`` already decoded (H×W uint8), not decoded again.
+    """
+    if seg_train_ids is None:
+        seg = np.asarray(Image.open(io.BytesIO(members[schema.SEG])))
+    else:
+        seg = seg_train_ids
     counts = np.bincount(seg.ravel(), minlength=256)
     boxes = json.loads(members[schema.BOXES]) if schema.BOXES in members else []
     box_counts = [0] * len(DETECTION_CLASSES)
@@ -82,10 +96,22 @@ def manifest_row(key: str, shard: str, members: Mapping[str, bytes]) -> dict[str
     }
     row.update({column: None for column in SHA_COLUMNS})
     for name, data in members.items():
-        row[sha_column(name)] = schema.sha256_hex(data)
+        known = digests.get(name) if digests is not None else None
+        row[sha_column(name)] = known or schema.sha256_hex(data)
     return row
 
 
 def manifest_table(rows: Sequence[Mapping[str, Any]]) -> pa.Table:
     """The manifest as an Arrow table with the fixed schema, sorted by key."""
     return pa.Table.from_pylist(sorted(rows, key=lambda r: r["key"]), MANIFEST_SCHEMA)
+
+
+def rows_digest(rows: Iterable[Mapping[str, Any]]) -> str:
+    """sha256 over the rows' keys and member sha256s in order: a shard's content for the version id."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(row["key"].encode())
+        for column in SHA_COLUMNS:
+            digest.update(b"|" + (row[column] or "-").encode())
+        digest.update(b"\n")
+    return digest.hexdigest()

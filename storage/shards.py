@@ -13,7 +13,9 @@ import io
 import tarfile
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import IO
 
 import fsspec
 
@@ -96,23 +98,117 @@ class ShardBuilder:
             view.release()  # an exported buffer would block the BytesIO from growing
 
 
+class _HashingWriter:
+    """A write-only file object that md5s and counts what passes through it."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.md5 = hashlib.md5()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.md5.update(data)
+        self.size += len(data)
+        self.handle.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+
+_HEADER_TEMPLATE = bytes(tar_member_info("", 0).tobuf(tarfile.USTAR_FORMAT))
+_ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte header :func:`tar_member_info` gives (USTAR), built directly: ~10x faster than
+    ``TarInfo.tobuf``. Raises ``ValueError`` for a name over 100 bytes (those need the prefix field)."""
+    encoded = name.encode()
+    if len(encoded) > 100 or size >= 8**11:
+        raise ValueError(f"{name!r}: name over 100 bytes or size over 8 GiB")
+    header = bytearray(_HEADER_TEMPLATE)
+    header[0 : len(encoded)] = encoded
+    header[124:136] = b"%011o\0" % size
+    header[148:156] = b"        "
+    header[148:155] = b"%06o\0" % sum(header)
+    return bytes(header)
+
+
+class ShardWriter:
+    """A shard streamed to a temporary file sample by sample (flat memory, any shard size), its md5
+    taken as it grows; :meth:`close` renames it into place. The bytes equal :func:`encode_shard`'s.
+
+    Use as a context manager: an exception inside the block removes the temporary file.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str) -> None:
+        self.path = path
+        self._target = atomic_open(fs, path)
+        self._sink = _HashingWriter(self._target.__enter__())
+        self.count = 0
+
+    def add(self, key: str, members: Mapping[str, bytes]) -> None:
+        """Append one sample (members in sorted order)."""
+        check_key(key)
+        for member in sorted(members):
+            data = members[member]
+            name = f"{key}.{member}"
+            try:
+                header = ustar_header(name, len(data))
+            except ValueError:
+                header = bytes(tar_member_info(name, len(data)).tobuf(tarfile.USTAR_FORMAT))
+            self._sink.write(header)
+            self._sink.write(data)
+            padding = -len(data) % tarfile.BLOCKSIZE
+            if padding:
+                self._sink.write(_ZERO_BLOCK[:padding])
+        self.count += 1
+
+    def close(self) -> ShardInfo:
+        """Finish the archive (two zero blocks, padded to tar's record size) and move it into place."""
+        self._sink.write(_ZERO_BLOCK * 2)
+        remainder = self._sink.size % tarfile.RECORDSIZE
+        if remainder:
+            self._sink.write(bytes(tarfile.RECORDSIZE - remainder))
+        self._target.__exit__(None, None, None)
+        return ShardInfo(
+            url=self.path, nsamples=self.count, filesize=self._sink.size, md5=self._sink.md5.hexdigest()
+        )
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, kind: object, value: BaseException | None, traceback: object) -> None:
+        if value is not None:
+            self._target.__exit__(type(value), value, None)
+
+
 def encode_shard(samples: Iterable[tuple[str, Mapping[str, bytes]]]) -> tuple[bytes, int]:
     """Tar bytes of ``(key, members)`` samples (in the given order) and the sample count."""
     builder = ShardBuilder.of(samples)
     return builder.finish(), builder.count
 
 
-def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name and a rename."""
+@contextmanager
+def atomic_open(fs: fsspec.AbstractFileSystem, path: str) -> Iterator[IO[bytes]]:
+    """A binary file to write ``path`` through: a temporary name, renamed to ``path`` when the block
+    ends without an exception (and removed when it raises)."""
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
     fs.makedirs(fs._parent(path), exist_ok=True)
-    with fs.open(tmp, "wb") as handle:
-        handle.write(data)
     try:
+        with fs.open(tmp, "wb") as handle:
+            yield handle
         fs.mv(tmp, path)
-    except Exception:
-        fs.rm(tmp)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
         raise
+
+
+def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary name and a rename."""
+    with atomic_open(fs, path) as handle:
+        handle.write(data)
 
 
 def write_shard(

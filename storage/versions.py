@@ -9,9 +9,14 @@ Layout (see DESIGN.md)::
     {root}/datasets/{name}/{version}/version.json        written LAST: the commit marker
     {root}/datasets/{name}/aliases/{alias}.json          e.g. ``production`` → a version id
 
+Each shard may have its manifest rows next to it (``shards/{name}-{000000}.parquet``); the version's
+``manifest.parquet`` is then assembled by streaming those files (:func:`commit_staged`), one row group
+per shard, so the commit holds one shard's rows at a time.
+
 While a version is being built, each finished shard leaves a small part file under ``_parts/``;
-:func:`commit_version` gathers them into the manifest and index and writes ``version.json``. A
-directory without ``version.json`` is invisible to readers.
+the commit gathers them into the manifest, quarantine and index and writes ``version.json``. A
+directory without ``version.json`` is invisible to readers, and so is everything under a dataset's
+``_staging/`` (versions whose id is not known yet, see ``storage.ingest``) and ``_listings/``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -29,13 +34,17 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim2real.storage.shards import write_atomic
+from sim2real.storage.manifest import MANIFEST_SCHEMA
+from sim2real.storage.shards import atomic_open, write_atomic
 
 VERSION_FILE = "version.json"
 MANIFEST_FILE = "manifest.parquet"
 QUARANTINE_FILE = "quarantine.parquet"
 INDEX_FILE = "index.json"
 PARTS_DIR = "_parts"
+STAGING_DIR = "_staging"
+LISTINGS_DIR = "_listings"
+PENDING_FILE = "_commit.json"  # version.json's content, waiting for the version directory's rename
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
 QUARANTINE_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string()), ("reason", pa.string())])
 
@@ -64,6 +73,11 @@ def check_name(name: str) -> str:
 def shard_file_name(name: str, index: int) -> str:
     """The file name of shard ``index`` of dataset ``name``."""
     return f"{name}-{index:06d}.tar"
+
+
+def shard_manifest_name(shard_file: str) -> str:
+    """The file name of a shard's own manifest rows, next to it: ``x-000000.tar`` → ``x-000000.parquet``."""
+    return shard_file.removesuffix(".tar") + ".parquet"
 
 
 @dataclass(frozen=True)
@@ -114,11 +128,20 @@ class Version:
         return int(self.info["samples"])
 
     def manifest(self, shard: str | None = None) -> pa.Table:
-        """The manifest: one row per sample (only those of shard file ``shard`` if given)."""
+        """The manifest: one row per sample (only those of shard file ``shard`` if given: read from the
+        shard's own manifest file where the version has them)."""
+        vdir = self.store.version_dir(self.name, self.version)
+        if shard is not None:
+            own = f"{vdir}/shards/{shard_manifest_name(shard)}"
+            if self.store.fs.exists(own):
+                return self.store.read_table(own)
         filters = [("shard", "==", shard)] if shard is not None else None
-        return self.store.read_table(
-            f"{self.store.version_dir(self.name, self.version)}/{MANIFEST_FILE}", filters=filters
-        )
+        return self.store.read_table(f"{vdir}/{MANIFEST_FILE}", filters=filters)
+
+    @property
+    def manifest_url(self) -> str:
+        """URL of ``manifest.parquet`` (one row per sample; pandas, duckdb and pyarrow read it)."""
+        return f"{self.path}/{MANIFEST_FILE}"
 
     def quarantine(self) -> pa.Table:
         """Frames refused at build time, with the file and the reason."""
@@ -156,6 +179,14 @@ class DatasetStore:
         """Path of the part record a finished shard leaves before the version is committed."""
         return f"{self.version_dir(name, version)}/{PARTS_DIR}/{index:06d}.json"
 
+    def staging_dir(self, name: str, fingerprint: str) -> str:
+        """Where a version whose id is not known yet is built (keyed by its inputs' listing fingerprint)."""
+        return f"{self.root}/datasets/{check_name(name)}/{STAGING_DIR}/{fingerprint}"
+
+    def listing_record_path(self, name: str, fingerprint: str) -> str:
+        """The record naming the version a listing fingerprint was committed as."""
+        return f"{self.root}/datasets/{check_name(name)}/{LISTINGS_DIR}/{fingerprint}.json"
+
     def exists(self, name: str, version: str) -> bool:
         """Whether ``name@version`` is committed."""
         return self.fs.exists(f"{self.version_dir(name, version)}/{VERSION_FILE}")
@@ -186,6 +217,17 @@ class DatasetStore:
             return []
         return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
 
+    def write_table_streaming(self, path: str, schema: pa.Schema, tables: Iterable[pa.Table]) -> int:
+        """Write ``tables`` (one row group each, same ``schema``) as one parquet file, atomically,
+        holding one of them in memory at a time; returns the row count."""
+        rows = 0
+        with atomic_open(self.fs, path) as handle, pq.ParquetWriter(handle, schema) as writer:
+            for table in tables:
+                if table.num_rows:
+                    writer.write_table(table.cast(schema))
+                    rows += table.num_rows
+        return rows
+
     def list_versions(self, name: str | None = None) -> list[Version]:
         """Committed versions (of ``name`` or of every dataset), oldest first."""
         versions = []
@@ -195,7 +237,7 @@ class DatasetStore:
                 continue
             for entry in self.fs.ls(base, detail=False):
                 version = entry.rstrip("/").rsplit("/", 1)[-1]
-                if version != "aliases" and self.exists(dataset, version):
+                if version != "aliases" and not version.startswith("_") and self.exists(dataset, version):
                     info = self.read_json(f"{self.version_dir(dataset, version)}/{VERSION_FILE}")
                     versions.append(Version(self, dataset, version, info))
         return sorted(versions, key=lambda v: (v.name, v.info.get("created_at", 0), v.version))
@@ -240,21 +282,7 @@ def commit_version(
     vdir = store.version_dir(name, version)
     quarantine_rows = [row for part in parts for row in part.get("quarantine", [])]
     shards = [{k: part["shard"][k] for k in ("file", "nsamples", "filesize", "md5")} for part in parts]
-    index = {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": f"{name}@{version}",
-        "shardlist": [
-            {
-                "url": f"shards/{s['file']}",
-                "nsamples": s["nsamples"],
-                "filesize": s["filesize"],
-                "md5": s["md5"],
-            }
-            for s in shards
-            if s["nsamples"] > 0
-        ],
-    }
+    index = wids_index(name, version, shards)
     store.write_table(f"{vdir}/{QUARANTINE_FILE}", pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
     if manifest.num_rows == 0:
         raise EmptyVersion(empty_version_message(f"{name}@{version}", quarantine_rows,
@@ -276,14 +304,116 @@ def commit_version(
     return Version(store, name, version, full_info)
 
 
-def empty_version_message(ref: str, quarantine_rows: Sequence[Mapping[str, Any]], where: str) -> str:
-    """Why ``ref`` is not committed: no samples, with the first quarantine reasons and where all are."""
-    if not quarantine_rows:
+def empty_version_message(
+    ref: str, quarantine_rows: Sequence[Mapping[str, Any]], where: str, total: int | None = None
+) -> str:
+    """Why ``ref`` is not committed: no samples, with the first quarantine reasons and where all are.
+
+    ``total``: how many frames were quarantined when ``quarantine_rows`` holds only the first ones.
+    """
+    total = len(quarantine_rows) if total is None else total
+    if not total:
         return f"{ref}: no samples and nothing quarantined; nothing committed"
     first = "; ".join(f"{r['path']}: {r['reason']}" for r in quarantine_rows[:3])
-    more = f" (+{len(quarantine_rows) - 3} more)" if len(quarantine_rows) > 3 else ""
-    return (f"{ref}: no samples: all {len(quarantine_rows)} frame(s) quarantined, nothing committed; "
+    more = f" (+{total - 3} more)" if total > 3 else ""
+    return (f"{ref}: no samples: all {total} frame(s) quarantined, nothing committed; "
             f"{first}{more}; every reason in {where}")
+
+
+def commit_staged(
+    store: DatasetStore,
+    name: str,
+    version: str,
+    staging: str,
+    parts: Callable[[], Iterator[Mapping[str, Any]]],
+    info: Mapping[str, Any],
+) -> Version:
+    """Commit the version built under ``staging`` as ``name@version``, streaming, ``version.json`` last.
+
+    ``parts()`` yields each shard's part record in shard order (``shard``: file, nsamples, filesize,
+    md5; ``quarantine``: rows), one at a time; each shard's manifest rows are read from
+    ``shards/{name}-{i}.parquet``. Steps, each safe to redo after a kill: manifest, quarantine and
+    index written into ``staging``, then ``version.json``'s content as ``_commit.json``; the directory
+    renamed to the version's; ``version.json`` written from ``_commit.json``. A version already
+    committed under the same id is kept and ``staging`` removed.
+    """
+    vdir = store.version_dir(name, version)
+    if store.exists(name, version):
+        store.fs.rm(staging, recursive=True)
+        return store.open(f"{name}@{version}")
+    shards: list[dict[str, Any]] = []
+    first_quarantined: list[Mapping[str, Any]] = []  # for the message of a version with no samples
+    quarantined = 0
+
+    def quarantine_tables() -> Iterator[pa.Table]:
+        nonlocal quarantined
+        for part in parts():
+            shards.append({k: part["shard"][k] for k in ("file", "nsamples", "filesize", "md5")})
+            rows = part.get("quarantine", [])
+            quarantined += len(rows)
+            first_quarantined.extend(rows[: 3 - len(first_quarantined)])
+            yield pa.Table.from_pylist(rows, QUARANTINE_SCHEMA)
+
+    store.write_table_streaming(f"{staging}/{QUARANTINE_FILE}", QUARANTINE_SCHEMA, quarantine_tables())
+    if sum(s["nsamples"] for s in shards) == 0:
+        where = store.url(f"{staging}/{QUARANTINE_FILE}")
+        raise EmptyVersion(empty_version_message(f"{name}@{version}", first_quarantined, where, quarantined))
+    manifests = (
+        store.read_table(f"{staging}/shards/{shard_manifest_name(shard['file'])}") for shard in shards
+    )
+    samples = store.write_table_streaming(f"{staging}/{MANIFEST_FILE}", MANIFEST_SCHEMA, manifests)
+    store.write_json(f"{staging}/{INDEX_FILE}", wids_index(name, version, shards))
+    full_info = {
+        **info,
+        "name": name,
+        "version": version,
+        "samples": samples,
+        "quarantined": quarantined,
+        "shards": shards,
+        "created_at": time.time(),
+    }
+    for leftover in store.fs.ls(f"{staging}/shards", detail=False):  # temp files of killed shard writers
+        if ".tmp-" in leftover.rsplit("/", 1)[-1]:
+            store.fs.rm(leftover)
+    store.write_json(f"{staging}/{PENDING_FILE}", full_info)
+    if store.fs.exists(f"{vdir}/{PENDING_FILE}"):  # killed between the rename and version.json: same content
+        store.fs.rm(staging, recursive=True)
+        return finish_commit(store, name, version)
+    if store.fs.exists(vdir):  # a directory no commit finished moving in
+        store.fs.rm(vdir, recursive=True)
+    store.fs.mv(staging, vdir, recursive=True)
+    return finish_commit(store, name, version)
+
+
+def finish_commit(store: DatasetStore, name: str, version: str) -> Version:
+    """Write ``version.json`` from the ``_commit.json`` a staged commit left in the version directory."""
+    vdir = store.version_dir(name, version)
+    info = store.read_json(f"{vdir}/{PENDING_FILE}")
+    for leftover in (PARTS_DIR, "listing"):
+        if store.fs.exists(f"{vdir}/{leftover}"):
+            store.fs.rm(f"{vdir}/{leftover}", recursive=True)
+    store.write_json(f"{vdir}/{VERSION_FILE}", info)
+    store.fs.rm(f"{vdir}/{PENDING_FILE}")
+    return Version(store, name, version, info)
+
+
+def wids_index(name: str, version: str, shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The wids ``index.json`` of a version's shards (empty shards left out)."""
+    return {
+        "__kind__": "wids-shard-index-v1",
+        "wids_version": 1,
+        "name": f"{name}@{version}",
+        "shardlist": [
+            {
+                "url": f"shards/{s['file']}",
+                "nsamples": s["nsamples"],
+                "filesize": s["filesize"],
+                "md5": s["md5"],
+            }
+            for s in shards
+            if s["nsamples"] > 0
+        ],
+    }
 
 
 def default_root() -> str:

@@ -77,6 +77,9 @@ class LoadedFrame:
     members: dict[str, bytes]
     unknown_ids: dict[int | str, int] = field(default_factory=dict)  # id, or colour as colour_name
     dropped_boxes: dict[str, int] = field(default_factory=dict)
+    # The decoded ``seg.png`` (H×W uint8 trainIds) when the importer had it anyway: the manifest's class
+    # pixel counts then need no second decode.
+    seg_train_ids: Any = None
 
 
 class SourceFormat(Protocol):

@@ -20,13 +20,17 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Mapping
+import struct
+import zlib
+from collections.abc import Iterator, Mapping
+from itertools import groupby
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from sim2real.storage import schema
+from sim2real.storage.listing import external_sorted
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID, TRAIN_ID_BY_NAME
@@ -55,13 +59,69 @@ def decode_image(frame: SourceFrame, role: str, data: bytes) -> Image.Image:
     return convert.open_image(frame.key, frame.files[role], role, data)
 
 
-def check_same_size(frame: SourceFrame, role: str, image: Image.Image, size: tuple[int, int]) -> None:
-    """Raise :class:`BadFrame` unless a label image has the camera image's size."""
-    if image.size != size:
+def plain_png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of an 8-bit grey or RGB PNG with no transparency chunk whose chunks' CRCs all
+    check and that ends in ``IEND``: such a file passes through as it is, so its pixels need no decoding.
+    None for anything else (the full checks decide)."""
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 33 and data[12:16] == b"IHDR"):
+        return None
+    bit_depth, colour_type = data[24], data[25]
+    if bit_depth != 8 or colour_type not in (0, 2):
+        return None
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        end = offset + 12 + length
+        if end > len(data):
+            return None
+        chunk_type = data[offset + 4 : offset + 8]
+        if chunk_type == b"tRNS" or not _crc_ok(data, offset, end):
+            return None
+        if chunk_type == b"IEND":
+            width, height = struct.unpack_from(">II", data, 16)
+            return int(width), int(height)
+        offset = end
+    return None
+
+
+def label_size(frame: SourceFrame, role: str, data: bytes) -> tuple[int, int]:
+    """(width, height) of a label image that passes through (``inst``, ``depth``): from the header of a
+    sound PNG, else from a full decode (which raises :class:`BadFrame` for a bad file)."""
+    if data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) >= 33 and data[12:16] == b"IHDR":
+        if _png_chunks_sound(data):
+            width, height = struct.unpack_from(">II", data, 16)
+            return int(width), int(height)
+    return decode_image(frame, role, data).size
+
+
+def _crc_ok(data: bytes, offset: int, end: int) -> bool:
+    """Whether the PNG chunk at ``data[offset:end]`` (length, type, data, CRC) has a matching CRC."""
+    return zlib.crc32(memoryview(data)[offset + 4 : end - 4]) == struct.unpack_from(">I", data, end - 4)[0]
+
+
+def _png_chunks_sound(data: bytes) -> bool:
+    offset = 8
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        end = offset + 12 + length
+        if end > len(data) or not _crc_ok(data, offset, end):
+            return False
+        if data[offset + 4 : offset + 8] == b"IEND":
+            return True
+        offset = end
+    return False
+
+
+def check_same_size(
+    frame: SourceFrame, role: str, image: Image.Image | tuple[int, int], size: tuple[int, int]
+) -> None:
+    """Raise :class:`BadFrame` unless a label image (or its (width, height)) has the camera image's size."""
+    found = image if isinstance(image, tuple) else image.size
+    if found != size:
         raise BadFrame(
             frame.key,
             frame.files[role],
-            f"{role} size {image.size[0]}x{image.size[1]} != rgb size {size[0]}x{size[1]}",
+            f"{role} size {found[0]}x{found[1]} != rgb size {size[0]}x{size[1]}",
         )
 
 
@@ -98,25 +158,44 @@ class FolderFormat:
 
     def discover(self, root: str, options: Mapping[str, Any]) -> list[SourceFrame]:
         """Every frame stem found in any member folder; frames missing a member fail at load."""
+        return list(self.iter_frames(root, options))
+
+    def iter_frames(self, root: str, options: Mapping[str, Any]) -> Iterator[SourceFrame]:
+        """The frames of :meth:`discover` streamed in key order, in bounded memory whatever their number.
+
+        The member folders' entries go through an external sort by (key, stem), so a frame's files
+        and any stems whose keys collide arrive together (collisions are resolved as
+        ``convert.unique_keys`` does, within the group; renamed keys may break the order locally).
+        No file is opened.
+        """
         classes = os.path.join(root, "classes.json")
         self._read_classes(classes)
-        stems: dict[str, dict[str, str]] = {}
+        found = False
+        entries = map(json.loads, external_sorted(self._entries(root)))
+        for _, same_key in groupby(entries, lambda e: e[0]):
+            group = []
+            for (key, _), entries_of_stem in groupby(same_key, lambda e: (e[0], e[1])):
+                candidates = {r: os.path.join(root, r, n) for *_, r, n in entries_of_stem}
+                files, extra = convert.present_files(candidates)  # folders, FIFOs, dangling links: bad frames
+                group.append(SourceFrame(key, {**files, "classes": classes}, extra))
+            found = True
+            yield from convert.unique_keys(group) if len(group) > 1 else group
+        if not found:
+            raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
+
+    @staticmethod
+    def _entries(root: str) -> Iterator[str]:
+        # JSON lines [key, stem, role, file name]: any file name survives, and as keys' characters all
+        # sort after '"', the line order is the key order.
         for role, exts in ROLE_DIRS.items():
             folder = os.path.join(root, role)
             if not os.path.isdir(folder):
                 continue
-            for entry in sorted(os.listdir(folder)):
-                stem, ext = os.path.splitext(entry)
-                if ext.lower() in exts:
-                    stems.setdefault(stem, {})[role] = os.path.join(folder, entry)
-        if not stems:
-            raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
-        frames = []
-        for stem, candidates in sorted(stems.items()):
-            files, extra = convert.present_files(candidates)  # folders, FIFOs, dangling links: bad frames
-            frames.append(SourceFrame(key=convert.sanitize_key(stem), files={**files, "classes": classes},
-                                      extra=extra))
-        return convert.unique_keys(frames)
+            with os.scandir(folder) as listing:
+                for entry in listing:
+                    stem, ext = os.path.splitext(entry.name)
+                    if ext.lower() in exts:
+                        yield json.dumps([convert.sanitize_key(stem), stem, role, entry.name])
 
     def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):
@@ -156,18 +235,24 @@ class FolderFormat:
             if role not in frame.files:
                 some_file = next(p for r, p in frame.files.items() if r != "classes")
                 raise BadFrame(frame.key, some_file, f"missing member {role}/ for this frame")
-        member, rgb_bytes, rgb, conversion = convert.camera_pixels(frame.key, frame.files["rgb"],
-                                                                   _read(frame, "rgb"))
+        data = _read(frame, "rgb")
+        plain = plain_png_size(data)  # the common case passes through: header and CRCs, no decoding
+        if plain is not None:
+            member, rgb_bytes, rgb_size, conversion = schema.RGB_PNG, data, plain, None
+        else:
+            member, rgb_bytes, rgb, conversion = convert.camera_pixels(frame.key, frame.files["rgb"], data)
+            rgb_size = rgb.size
         members = {member: rgb_bytes}
-        members.update(self._load_seg(frame, rgb.size))
+        seg_members, train_ids = self._load_seg(frame, rgb_size)
+        members.update(seg_members)
         for role, member in (("inst", schema.INST), ("depth", schema.DEPTH)):
             if role in frame.files:
                 data = _read(frame, role)
-                check_same_size(frame, role, decode_image(frame, role, data), rgb.size)
+                check_same_size(frame, role, label_size(frame, role, data), rgb_size)
                 members[member] = data
         if "boxes" in frame.files:
             data = _read(frame, "boxes")
-            check_boxes(frame, data, rgb.size)
+            check_boxes(frame, data, rgb_size)
             members[schema.BOXES] = data
         meta = self._read_meta(frame)
         meta.setdefault("source", self.name)
@@ -177,7 +262,7 @@ class FolderFormat:
         if conversion:
             meta["rgb_converted"] = conversion
         members[schema.META] = convert.json_bytes(meta)
-        return LoadedFrame(members=members)
+        return LoadedFrame(members=members, seg_train_ids=train_ids)
 
     @staticmethod
     def _read_meta(frame: SourceFrame) -> dict[str, Any]:
@@ -192,7 +277,7 @@ class FolderFormat:
             raise BadFrame(frame.key, frame.files["meta"], "meta must be a JSON object")
         return meta
 
-    def _load_seg(self, frame: SourceFrame, size: tuple[int, int]) -> dict[str, bytes]:
+    def _load_seg(self, frame: SourceFrame, size: tuple[int, int]) -> tuple[dict[str, bytes], np.ndarray]:
         data = _read(frame, "seg")
         image = decode_image(frame, "seg", data)
         check_same_size(frame, "seg", image, size)
@@ -207,7 +292,8 @@ class FolderFormat:
             unknown = sorted(int(v) for v in np.unique(ids[mapped < 0]))
             raise BadFrame(frame.key, frame.files["seg"], f"unknown class id(s) {unknown[:10]}")
         if self._identity:
-            return {schema.SEG: data}
+            return {schema.SEG: data}, ids
+        train_ids = mapped.astype(np.uint8)
         buffer = io.BytesIO()
-        Image.fromarray(mapped.astype(np.uint8), mode="L").save(buffer, format="PNG")
-        return {schema.SEG: buffer.getvalue(), schema.SEG_SRC: data}
+        Image.fromarray(train_ids, mode="L").save(buffer, format="PNG")
+        return {schema.SEG: buffer.getvalue(), schema.SEG_SRC: data}, train_ids

@@ -34,11 +34,9 @@ def source_and_translator(tmp_path: Path) -> tuple[str, str, str]:
     root = str(tmp_path / "root")
     write_export(tmp_path / "export", ToySimConfig(style="sim", height=24, width=40, seed=2), 5)
     store = DatasetStore(root)
-    plan = ingest.plan_ingest(str(tmp_path / "export"), "sim", ingest.IngestConfig(max_shard_samples=3))
-    parts = [
-        ingest.build_shard(store, "sim", plan.version, "folder", i, f) for i, f in enumerate(plan.shards)
-    ]
-    version = ingest.commit_ingest(store, plan, parts)
+    version = ingest.ingest_serially(
+        store, str(tmp_path / "export"), "sim", ingest.IngestConfig(max_shard_samples=3)
+    )
     config = TranslatorConfig(
         gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
         train=TrainConfig(crop_height=32, crop_width=32),

@@ -75,16 +75,16 @@ def test_rerun_returns_same_version_and_writes_nothing(export: Path, tmp_path: P
 
 def test_crash_in_one_shard_then_rerun_completes(export: Path, tmp_path: Path, monkeypatch):
     root = tmp_path / "root"
-    real_write = ingest_lib.write_shard
+    real_add = ingest_lib.ShardWriter.add
 
-    def failing_write(fs, path, samples):
-        if path.endswith("-000001.tar"):
+    def failing_add(self, key, members):
+        if self.path.endswith("-000001.tar"):
             raise RuntimeError("injected failure while writing shard 1")
-        return real_write(fs, path, samples)
+        return real_add(self, key, members)
 
-    monkeypatch.setattr(ingest_lib, "write_shard", failing_write)
+    monkeypatch.setattr(ingest_lib.ShardWriter, "add", failing_add)
     with pytest.raises(RuntimeError, match="injected failure"):
-        ingest_flow(str(export), "toy", root=str(root), max_shard_samples=4)
+        ingest_flow(str(export), "toy", root=str(root), max_shard_samples=4, workers=1)
     store = DatasetStore(str(root))
     assert store.list_versions("toy") == []  # no reader sees the unfinished version
     shard_files = [p.name for p in root.rglob("*.tar*")]
@@ -92,14 +92,16 @@ def test_crash_in_one_shard_then_rerun_completes(export: Path, tmp_path: Path, m
     done = {p.name: p.stat().st_mtime_ns for p in root.rglob("*.tar")}
     assert "toy-000001.tar" not in done and len(done) == 2
 
-    monkeypatch.setattr(ingest_lib, "write_shard", real_write)
-    result = ingest_flow(str(export), "toy", root=str(root), max_shard_samples=4)
+    monkeypatch.setattr(ingest_lib.ShardWriter, "add", real_add)
+    result = ingest_flow(str(export), "toy", root=str(root), max_shard_samples=4, workers=1)
     assert result["samples"] == FRAMES and result["created"] is True
     after = {p.name: p.stat().st_mtime_ns for p in root.rglob("*.tar")}
     assert all(after[name] == mtime for name, mtime in done.items())  # finished shards were not redone
     samples = list(wds.WebDataset(store.open("toy@latest").brace_url, shardshuffle=False))
     assert len({s["__key__"] for s in samples}) == len(samples) == FRAMES
-    assert not (root / "datasets" / "toy" / result["version"] / "_parts").exists()
+    version_dir = root / "datasets" / "toy" / result["version"]
+    assert not (version_dir / "_parts").exists() and not (version_dir / "listing").exists()
+    assert list((root / "datasets" / "toy" / "_staging").iterdir()) == []
 
 
 def test_bad_frames_are_quarantined_and_the_rest_completes(export: Path, tmp_path: Path):

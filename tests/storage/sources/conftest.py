@@ -58,19 +58,17 @@ def decode_json() -> Callable[[bytes], Any]:
 
 
 def _ingest(source_dir: str, fmt: str, options: dict[str, Any], root: str) -> tuple[Any, dict, dict]:
-    """Plan, build every shard and commit (the ingest flow's steps, without Prefect); read back.
+    """List, build every shard and commit (the ingest flow's steps, without Prefect); read back.
 
     Returns the committed version, raw samples (member → bytes) and decoded samples, both by key.
     """
-    from sim2real.storage.ingest import IngestConfig, build_shard, commit_ingest, plan_ingest
+    from sim2real.storage.ingest import IngestConfig, ingest_serially
     from sim2real.storage.reader import decoded_samples, raw_samples
     from sim2real.storage.versions import DatasetStore
 
     name = fmt.replace("_", "-")
-    plan = plan_ingest(source_dir, name, IngestConfig(format=fmt, options=options, max_shard_samples=2))
-    store = DatasetStore(root)
-    parts = [build_shard(store, name, plan.version, fmt, i, frames) for i, frames in enumerate(plan.shards)]
-    version = commit_ingest(store, plan, parts)
+    config = IngestConfig(format=fmt, options=options, max_shard_samples=2)
+    version = ingest_serially(DatasetStore(root), source_dir, name, config)
     raw = {s["__key__"]: s for s in raw_samples(version.shard_urls)}
     decoded = {s["__key__"]: s for s in decoded_samples(version.shard_urls)}
     return version, raw, decoded

@@ -1,0 +1,99 @@
+"""Processes that do a flow's CPU work: a pool of plain worker processes, and the rule that every
+child dies with its parent.
+
+Shard tasks are threads of the flow's process under Prefect's thread runner; pure-Python codec work
+there runs on one core (the GIL). :func:`run_in_pool` runs such a function in a process pool of
+``spawn``-ed workers that import only what the function needs (``sim2real.storage``: no Prefect, no
+torch; ~60 MB each). Every worker watches its parent and exits when it is gone
+(:func:`exit_with_parent`), so a flow killed with ``kill -9`` leaves no worker behind. (Not
+``PR_SET_PDEATHSIG``: the kernel sends that signal when the *thread* that started the child ends,
+and pool workers are started from whichever task thread submits first.)
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+PR_SET_PDEATHSIG = 1
+_lock = threading.Lock()
+_pool: ProcessPoolExecutor | None = None
+_pool_size = 0
+# Resolved now, not in a freshly forked child (``preexec_fn``), where loading a library is unsafe.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
+
+
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Ask Linux to send ``sig`` to this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``).
+
+    A no-op elsewhere. Call it in the child (a ``preexec_fn`` or a pool initializer).
+    """
+    if _LIBC is None:
+        return
+    _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    if os.getppid() == 1:  # the parent died before the request took effect
+        os.kill(os.getpid(), sig)
+
+
+def exit_with_parent(poll_s: float = 1.0) -> None:
+    """Exit this process (``os._exit``) within ``poll_s`` of its parent's death, whichever thread
+    started it: a daemon thread watches ``os.getppid()``. For pool workers (an ``initializer``)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def default_workers() -> int:
+    """Worker processes by default: the CPUs this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in the shared pool of ``workers`` processes (in this thread when ``workers``
+    is 1). ``function`` and its arguments must pickle; the pool is started on first use and resized
+    when ``workers`` changes."""
+    if workers <= 1:
+        return function(*args)
+    return _get_pool(workers).submit(function, *args).result()
+
+
+def _get_pool(workers: int) -> ProcessPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=exit_with_parent,
+            )
+            _pool_size = workers
+        return _pool
+
+
+def shutdown_pool() -> None:
+    """Stop the pool's workers (the flow calls this when its shard tasks are done)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool, _pool_size = None, 0
+
+
+atexit.register(shutdown_pool)
