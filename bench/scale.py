@@ -10,12 +10,13 @@ same run:
   of every process;
 * the same for a 1-frame export: the fixed cost (imports, API traffic) subtracted from ``rchar``.
 
-``--big`` adds a Cityscapes-size case (1024×2048, labels converted through a non-identity
-``classes.json``): frames/s of the ingest against the label decode/convert/encode work alone (PIL
-decode, lookup table, PIL encode of ``seg.png``) in one process. ``--translate N`` adds translate of
-N frames with the tiny translator at two sizes (flatness of its memory).
+``--translate N M`` translates N and M frames with the tiny translator (random weights, CPU): peak RSS
+of each, summed over the command's processes, and their ratio. ``--big F`` adds a Cityscapes-size case
+(F frames of 1024×2048, labels converted through a non-identity ``classes.json``): frames/s of the
+ingest with 1 and 2 workers against the label decode/convert/encode work alone (PIL decode, lookup
+table, PIL encode of ``seg.png``) on one core.
 
-    python bench/scale.py --frames 100000 1000000 --big
+    python bench/scale.py --frames 100000 1000000 --big 48 --translate 10000 100000
 """
 
 from __future__ import annotations
@@ -116,9 +117,10 @@ def _sample(pid: int, out: TreeSample) -> None:
 
 
 def run_sampled(
-    command: list[str], env: dict[str, str], interval_s: float = 0.2
+    command: list[str], env: dict[str, str], interval_s: float = 0.2, limit_s: float | None = None
 ) -> tuple[float, TreeSample, str]:
-    """Run ``command``; wall seconds, the tree's samples, stdout. Raises on a non-zero exit."""
+    """Run ``command``; wall seconds, the tree's samples, stdout. Raises on a non-zero exit. With
+    ``limit_s``, the command is killed (SIGKILL) after that long and stdout is empty."""
     sample = TreeSample()
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -131,7 +133,14 @@ def run_sampled(
 
     thread = threading.Thread(target=sampler, daemon=True)
     thread.start()
-    stdout, stderr = process.communicate()
+    try:
+        stdout, stderr = process.communicate(timeout=limit_s)
+    except subprocess.TimeoutExpired:
+        process.kill()  # its workers exit with it
+        process.communicate()
+        done.set()
+        thread.join()
+        return time.perf_counter() - start, sample, ""
     wall = time.perf_counter() - start
     done.set()
     thread.join()
@@ -159,6 +168,7 @@ def linked_export(base: Path, dest: Path, frames: int) -> int:
     shutil.copy(base / "classes.json", dest / "classes.json")
     size = (dest / "classes.json").stat().st_size
     entries = {role: sorted(os.listdir(base / role)) for role in ROLES}
+    sizes = {(role, name): (base / role / name).stat().st_size for role in ROLES for name in entries[role]}
     made = 0
     copy = 0
     while made < frames:
@@ -167,7 +177,7 @@ def linked_export(base: Path, dest: Path, frames: int) -> int:
                 name = entries[role][index]
                 stem, ext = os.path.splitext(name)
                 os.link(base / role / name, dest / role / f"{stem}-c{copy:04d}{ext}")
-                size += (base / role / name).stat().st_size
+                size += sizes[role, name]
             made += 1
         copy += 1
     return size
@@ -184,15 +194,21 @@ def tar_baseline(export: Path, work: Path) -> float:
 
 
 def ingest(
-    export: Path, root: Path, name: str, env: dict[str, str], extra: list[str]
+    export: Path, root: Path, name: str, env: dict[str, str], extra: list[str], limit_s: float | None = None
 ) -> tuple[float, TreeSample, dict]:
-    wall, sample, stdout = run_sampled(
-        [*CLI, "ingest", str(export), "--name", name, "--root", str(root), "--json", *extra], env
-    )
-    return wall, sample, json.loads(stdout.strip().splitlines()[-1])
+    """Run ``sim2real ingest``; with ``limit_s``, stop it then and count the frames of finished shards."""
+    command = [*CLI, "ingest", str(export), "--name", name, "--root", str(root), "--json", *extra]
+    wall, sample, stdout = run_sampled(command, env, limit_s=limit_s)
+    if stdout:
+        return wall, sample, json.loads(stdout.strip().splitlines()[-1])
+    parts = list(root.glob(f"datasets/{name}/_staging/*/_parts/*.json"))
+    done = sum(json.loads(p.read_text())["shard"]["nsamples"] for p in parts)
+    return wall, sample, {"samples": done, "shards": len(parts), "stopped_at_s": round(wall)}
 
 
-def scale_case(frames: int, base: Path, work: Path, env: dict[str, str], fixed_rchar: int) -> dict:
+def scale_case(
+    frames: int, base: Path, work: Path, env: dict[str, str], fixed_rchar: int, limit_s: float | None = None
+) -> dict:
     export = work / f"export-{frames}"
     root = work / f"root-{frames}"
     shutil.rmtree(root, ignore_errors=True)
@@ -203,8 +219,11 @@ def scale_case(frames: int, base: Path, work: Path, env: dict[str, str], fixed_r
         file=sys.stderr,
     )
     tar_s = tar_baseline(export, work)
-    wall, sample, result = ingest(export, root, f"scale{frames}", env, [])
-    assert result["samples"] == frames, result
+    wall, sample, result = ingest(export, root, f"scale{frames}", env, [], limit_s)
+    partial = "stopped_at_s" in result
+    assert partial or result["samples"] == frames, result
+    done = result["samples"]  # frames in finished shards (all of them unless stopped)
+    export_bytes_done = export_bytes * done / frames
     rchar = sum(sample.rchar.values())
     row = {
         "frames": frames,
@@ -213,16 +232,18 @@ def scale_case(frames: int, base: Path, work: Path, env: dict[str, str], fixed_r
         "tar_frames_per_s": round(frames / tar_s),
         "tar_MB_per_s": round(export_bytes / 1e6 / tar_s, 1),
         "ingest_s": round(wall, 2),
-        "ingest_frames_per_s": round(frames / wall),
-        "ingest_MB_per_s": round(export_bytes / 1e6 / wall, 1),
-        "ingest_over_tar_time": round(wall / tar_s, 2),
+        "stopped_after_limit": partial,
+        "frames_done": done,
+        "ingest_frames_per_s": round(done / wall),
+        "ingest_MB_per_s": round(export_bytes_done / 1e6 / wall, 1),
+        "ingest_over_tar_time_per_frame": round((wall / done) / (tar_s / frames), 2),
         "ingest_cpu_s": round(sum(sample.cpu_s.values()), 1),
-        "ingest_cpu_ms_per_frame": round(sum(sample.cpu_s.values()) / frames * 1e3, 3),
+        "ingest_cpu_ms_per_frame": round(sum(sample.cpu_s.values()) / done * 1e3, 3),
         "peak_rss_MB": round(sample.peak_rss / 2**20),
         "processes": len(sample.processes),
         "rchar_MB": round(rchar / 1e6, 1),
-        "rchar_over_export": round(rchar / export_bytes, 3),
-        "rchar_less_fixed_over_export": round((rchar - fixed_rchar) / export_bytes, 3),
+        "rchar_over_export": round(rchar / export_bytes_done, 3),
+        "rchar_less_fixed_over_export": round((rchar - fixed_rchar) / export_bytes_done, 3),
         "rchar_MB_by_process": sample.rchar_by_kind(),
         "shards": result["shards"],
     }
@@ -287,6 +308,50 @@ def big_case(out: Path, work: Path, env: dict[str, str], frames: int) -> dict:
     return row
 
 
+def tiny_translator(root: Path) -> str:
+    """A fresh tiny translator (random weights) saved in ``root``'s registry; its id."""
+    import torch
+
+    from sim2real.models.translator.checkpoint import translator_weights
+    from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+    from sim2real.models.translator.model import build_translator
+    from sim2real.storage.registry import TranslatorRegistry
+
+    config = TranslatorConfig(
+        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+        train=TrainConfig(crop_height=32, crop_width=32),
+    )
+    torch.manual_seed(0)
+    weights = translator_weights(build_translator(config))
+    return TranslatorRegistry(str(root)).save(weights, {"config": config.model_dump(mode="json")})
+
+
+def translate_case(frames: int, base: Path, work: Path, env: dict[str, str]) -> dict:
+    """Ingest ``frames`` frames (untimed), then translate them with the tiny translator, sampled."""
+    export = work / f"export-tr-{frames}"
+    root = work / f"root-tr-{frames}"
+    linked_export(base, export, frames)
+    _, _, ingested = ingest(export, root, "trsrc", env, [])
+    shutil.rmtree(export)
+    translator = tiny_translator(root)
+    ref = f"{ingested['name']}@{ingested['version']}"
+    command = [*CLI, "translate", ref, "--translator", translator, "--root", str(root), "--device", "cpu"]
+    wall, sample, stdout = run_sampled([*command, "--json"], env)
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert result["samples"] == frames, result
+    shutil.rmtree(root)
+    row = {
+        "frames": frames,
+        "translate_s": round(wall, 1),
+        "translate_frames_per_s": round(frames / wall),
+        "peak_rss_MB": round(sample.peak_rss / 2**20),
+        "processes": len(sample.processes),
+        "shards": result["shards"],
+    }
+    print(json.dumps(row), file=sys.stderr)
+    return row
+
+
 def one_frame(out: Path, work: Path, env: dict[str, str]) -> dict:
     base = base_export(out, 1, (32, 64))
     root = work / "root-one"
@@ -313,8 +378,9 @@ def main() -> None:
     )
     parser.add_argument("--frames", type=int, nargs="*", default=[100_000])
     parser.add_argument("--big", type=int, default=0, help="frames of the 1024x2048 case (0: skip)")
+    parser.add_argument("--translate", type=int, nargs="*", default=[], help="frames to translate")
+    parser.add_argument("--limit-s", type=float, default=None, help="stop each ingest after this long")
     parser.add_argument("--out", type=Path, default=Path("bench/out/scale"))
-    parser.add_argument("--keep-server", action="store_true", help="leave PREFECT_API_URL's server as it is")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="scale-", dir=args.out))
@@ -328,11 +394,20 @@ def main() -> None:
         report: dict = {"cpus": os.cpu_count(), "load_avg_at_start": os.getloadavg()}
         report["one_frame_with_server"] = one_frame(args.out, work, env)
         base = base_export(args.out, 1000, (32, 64))
-        report["scale"] = [
-            scale_case(n, base, work, env, report["one_frame_with_server"]["rchar"]) for n in args.frames
-        ]
         if args.big:
             report["big"] = big_case(args.out, work, env, args.big)
+        if args.translate:
+            report["translate"] = [translate_case(n, base, work, env) for n in args.translate]
+            low, high = report["translate"][0], report["translate"][-1]
+            report["translate_rss_ratio"] = round(high["peak_rss_MB"] / low["peak_rss_MB"], 3)
+        report["scale"] = []
+        for frames in args.frames:
+            report["scale"].append(
+                scale_case(frames, base, work, env, report["one_frame_with_server"]["rchar"], args.limit_s)
+            )
+        if len(report["scale"]) > 1:
+            low, high = report["scale"][0], report["scale"][-1]
+            report["ingest_rss_ratio"] = round(high["peak_rss_MB"] / low["peak_rss_MB"], 3)
         report["load_avg_at_end"] = os.getloadavg()
         print(json.dumps(report, indent=1))
     finally:

@@ -35,7 +35,7 @@ from sim2real.flows.reporting import artifact_key, table
 from sim2real.flows.translate import TranslateConfig, translate_flow
 from sim2real.models.metrics.translation import ReferenceSegmenterConfig, TranslationMetricsConfig
 from sim2real.models.translator.engine import resolve_device
-from sim2real.storage.sources.base import get_format
+from sim2real.storage.ingest import IngestConfig, count_new_frames
 from sim2real.storage.versions import DatasetStore, default_root
 from sim2real.tasks.quality import measure_quality
 
@@ -84,12 +84,12 @@ def check_inputs(params: NightlyParams, root: str) -> str:
 
 @task(name="find-new-frames", cache_policy=NO_CACHE)
 def find_new_frames(root: str, source_dir: str, name: str, source_format: str) -> dict[str, Any]:
-    """Keys in the export that no committed version of ``name`` holds, and those versions' refs."""
+    """How many frames of the export no committed version of ``name`` holds, and those versions' refs
+    (a merge of the export's listing against the versions' sorted keys: no set of every key)."""
     store = DatasetStore(root)
     versions = [v.ref for v in store.list_versions(name)]
-    known = {key for ref in versions for key in store.open(ref).manifest()["key"].to_pylist()}
-    keys = [f.key for f in get_format(source_format).discover(source_dir, {}) if f.key not in known]
-    return {"new_keys": keys, "versions": versions}
+    count = count_new_frames(store, source_dir, IngestConfig(format=source_format), versions)
+    return {"new_frames": count, "versions": versions}
 
 
 @task(name="retrain-gain", cache_policy=NO_CACHE)
@@ -159,7 +159,7 @@ def nightly_flow(params: NightlyParams) -> dict[str, Any]:
     root = params.root or default_root()
     translator_id = check_inputs(params, root)
     new = find_new_frames(root, params.source_dir, params.source_name, params.source_format)
-    if not new["new_keys"]:
+    if not new["new_frames"]:
         logger.info("no new frames in %s: nothing to do", params.source_dir)
         result: dict[str, Any] = {"status": "no-new-frames", "new_frames": 0, "promoted": None, "reasons": []}
         publish_summary(result)

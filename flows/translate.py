@@ -39,6 +39,7 @@ from sim2real.tasks import translate as translate_tasks
 # /2: compiled engines use two-pass instance norms; /3: CPU bf16 graphs hold bf16 weights, no autocast
 # (and PNGs are deflated by zlib-ng: other bytes, same pixels)
 ENGINE_VERSION = "folded-upsampling/3"
+ARTIFACT_ROWS = 200  # shard and quarantine rows shown in artifacts (all of them are in the version's files)
 
 
 class ShardsFailed(RuntimeError):
@@ -172,10 +173,8 @@ def translate_flow(
         shard_task.submit(root, plan, i, encode, read, engine, config.encoders(device))
         for i in range(len(plan.shard_urls))
     ]
-    parts = wait_for_shards(futures, plan)
-    # quote (a direct call, in this process): Prefect would otherwise walk every manifest row of every
-    # part looking for futures (0.2 s for 768 rows; linear in the frames).
-    version = translate_tasks.commit_translation(root, quote(plan), quote(parts))
+    parts = wait_for_shards(futures, plan)  # small per-shard summaries: O(shards), no rows
+    version = translate_tasks.commit_translation(root, quote(plan))
     report(root, plan, version, parts)
     emit_version_created(version, root)
     skipped = sum(bool(p["skipped"]) for p in parts)
@@ -214,22 +213,20 @@ def report(root: str, plan: TranslatePlan, version: Version, parts: list[dict[st
             "shard": p["shard"]["file"],
             "source shard": p["source_shard"],
             "samples": p["shard"]["nsamples"],
-            "quarantined": len(p["quarantine"]),
+            "quarantined": p["quarantined"],
             "skipped": p["skipped"],
             "seconds": round(p["seconds"], 2),
             "frames/s": round(p["shard"]["nsamples"] / p["seconds"], 1) if p["seconds"] else None,
         }
-        for p in parts
+        for p in parts[:ARTIFACT_ROWS]
     ]
     table(artifact_key("translate", plan.name, "shards"), rows, f"Shards of {version.ref} from {plan.source}")
-    quarantined = [row for p in parts for row in p["quarantine"]]
+    quarantined = int(version.info.get("quarantined", 0))
     if quarantined:
-        table(
-            artifact_key("translate", plan.name, "quarantine"), quarantined, f"Quarantined in {version.ref}"
-        )
-        get_run_logger().warning(
-            "%d frame(s) quarantined: see %s/quarantine.parquet", len(quarantined), version.path
-        )
+        first = version.quarantine().slice(0, ARTIFACT_ROWS).to_pylist()
+        table(artifact_key("translate", plan.name, "quarantine"), first, f"Quarantined in {version.ref}")
+        logger = get_run_logger()
+        logger.warning("%d frame(s) quarantined: see %s/quarantine.parquet", quarantined, version.path)
     if version.num_samples:
         grid = translate_tasks.preview_translation(root, plan.source, version.ref)
         create_markdown_artifact(

@@ -131,7 +131,8 @@ def list_inputs(
     excluded = [store.open(ref) for ref in exclude_refs]
     frames: Iterable[SourceFrame] = _frames_in_key_order(importer, source_dir, config.options)
     if excluded:
-        frames = without_keys(frames, sorted_keys(store.url(v.manifest_url) for v in excluded))
+        urls = [store.url(v.manifest_url) for v in excluded]
+        frames = without_keys(frames, lambda: sorted_keys(urls))
     spool = f"{store.root}/datasets/{name}/{STAGING_DIR}/listing-{uuid.uuid4().hex[:12]}"
     _remove_stale_spools(store, name)
     try:
@@ -174,6 +175,19 @@ def list_inputs(
         store.fs.makedirs(listing.staging, exist_ok=True)
         store.fs.mv(spool, f"{listing.staging}/{LISTING_DIR}", recursive=True)
     return replace(listing, committed=committed)
+
+
+def count_new_frames(
+    store: DatasetStore, source_dir: str, config: IngestConfig, exclude_refs: Sequence[str]
+) -> int:
+    """How many frames of ``source_dir`` no version in ``exclude_refs`` holds (a listing pass that
+    writes nothing: names only, merged against the versions' sorted keys; memory flat)."""
+    importer = get_format(config.format)
+    frames: Iterable[SourceFrame] = _frames_in_key_order(importer, source_dir, config.options)
+    urls = [store.url(store.open(ref).manifest_url) for ref in exclude_refs]
+    if urls:
+        frames = without_keys(frames, lambda: sorted_keys(urls))
+    return sum(1 for _ in frames)
 
 
 def _committed_as(store: DatasetStore, name: str, fingerprint: str) -> str | None:

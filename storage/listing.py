@@ -25,7 +25,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import islice, takewhile
 from typing import IO, Any
 
 import fsspec
@@ -103,20 +103,32 @@ def _is_sorted(url: str, batch_rows: int) -> bool:
     return True
 
 
-def without_keys(frames: Iterable[SourceFrame], excluded: Iterator[str]) -> Iterator[SourceFrame]:
-    """``frames`` (in key order) less those whose key is in ``excluded`` (sorted): a merge join.
+def without_keys(
+    frames: Iterable[SourceFrame], excluded: Callable[[], Iterator[str]]
+) -> Iterator[SourceFrame]:
+    """``frames`` less those whose key is in the sorted stream ``excluded()``: a merge join.
 
-    Keys that break the key rule cannot be in a committed version; they pass through (and are
-    quarantined at load) without moving the join.
+    Frames are expected in key order; a frame whose key breaks the order (an importer renamed a
+    colliding key) is looked up by a fresh scan of ``excluded()`` up to its key (rare). Keys that
+    break the key rule cannot be in a committed version; they pass through (and are quarantined at
+    load) without moving the join.
     """
-    pending = next(excluded, None)
+    stream = excluded()
+    pending = next(stream, None)
+    previous = ""
     for frame in frames:
-        if not KEY_PATTERN.fullmatch(frame.key):
+        key = frame.key
+        if not KEY_PATTERN.fullmatch(key):
             yield frame
             continue
-        while pending is not None and pending < frame.key:
-            pending = next(excluded, None)
-        if pending != frame.key:
+        if key < previous:
+            if not any(k == key for k in takewhile(lambda k: k <= key, excluded())):  # noqa: B023
+                yield frame
+            continue
+        previous = key
+        while pending is not None and pending < key:
+            pending = next(stream, None)
+        if pending != key:
             yield frame
 
 

@@ -4,13 +4,16 @@
 :mod:`sim2real.storage.translate_read` reads a source shard as batches of decoded frames;
 ``write_translated_shard`` takes those batches back with their translated pixels, encodes them (in a
 thread pool, while the translation keeps running), copies the label members byte for byte, adds lineage
-to ``meta.json``, checks every label's sha256 against the source manifest and writes the shard with its
-part record; ``commit_translation`` gathers the parts and commits the version. No torch, no Prefect.
+to ``meta.json``, checks every label's sha256 against the source manifest and writes the shard, its
+manifest rows next to it (``shards/{name}-{i}.parquet``) and its part record (counts and quarantined
+frames, no rows); ``commit_translation`` streams the shard manifests into the version's
+(``storage.versions.commit_in_place``). What a task returns and the flow holds is
+:func:`shard_summary`: O(shards), never rows. No torch, no Prefect.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -21,7 +24,14 @@ from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
 from sim2real.storage.shards import ShardBuilder
 from sim2real.storage.translate_read import FrameBatch
-from sim2real.storage.versions import DatasetStore, Version, commit_version, content_hash, shard_file_name
+from sim2real.storage.versions import (
+    DatasetStore,
+    Version,
+    commit_in_place,
+    content_hash,
+    shard_file_name,
+    shard_manifest_name,
+)
 
 SCHEMA_VERSION = 1
 
@@ -224,6 +234,8 @@ class _CheckedShard:
                 f"{self.shard_url}: samples differ from the source manifest: missing {missing}, extra {extra}"
             )
         info = self.builder.write(store.fs, shard_path)
+        shards_dir = shard_path.rsplit("/", 1)[0]
+        store.write_table(f"{shards_dir}/{shard_manifest_name(self.shard_file)}", manifest_table(self.rows))
         part = {
             "shard": {
                 "file": self.shard_file,
@@ -232,11 +244,19 @@ class _CheckedShard:
                 "md5": info.md5,
             },
             "source_shard": self.shard_url.rsplit("/", 1)[-1],
-            "rows": self.rows,
             "quarantine": self.quarantine,
         }
         store.write_json(part_path, part)
         return part
+
+
+def shard_summary(part: Mapping[str, Any]) -> dict[str, Any]:
+    """What a shard task returns: the shard's file, counts and source shard (no rows, no quarantine rows)."""
+    return {
+        "shard": dict(part["shard"]),
+        "source_shard": part["source_shard"],
+        "quarantined": len(part["quarantine"]),
+    }
 
 
 def read_part(store: DatasetStore, name: str, version: str, index: int) -> dict[str, Any] | None:
@@ -251,9 +271,10 @@ def commit_translation(
     source: Version,
     lineage: Lineage,
     config: Mapping[str, Any],
-    parts: Sequence[Mapping[str, Any]],
+    num_shards: int,
 ) -> Version:
-    """Commit translated version ``out = (name, version)`` from its shard parts (``version.json`` last)."""
+    """Commit translated version ``out = (name, version)`` of ``num_shards`` shards, each finished with its
+    part record and manifest file: streamed, one shard at a time, ``version.json`` last."""
     name, version = out
     info = {
         "kind": "translate",
@@ -267,8 +288,14 @@ def commit_translation(
     source_quarantine = int(source.info.get("quarantined", 0))
     if source_quarantine:
         info["source_quarantined"] = source_quarantine
-    rows = [row for part in parts for row in part["rows"]]
-    return commit_version(store, name, version, parts, info, manifest_table(rows))
+    def parts() -> Iterator[dict[str, Any]]:
+        for index in range(num_shards):
+            part = read_part(store, name, version, index)
+            if part is None:
+                raise FileNotFoundError(f"{name}@{version}: shard {index} has no part record; rerun")
+            yield part
+
+    return commit_in_place(store, name, version, parts, info)
 
 
 @dataclass(frozen=True)

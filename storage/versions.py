@@ -320,27 +320,22 @@ def empty_version_message(
             f"{first}{more}; every reason in {where}")
 
 
-def commit_staged(
+def write_commit_files(
     store: DatasetStore,
     name: str,
     version: str,
-    staging: str,
+    directory: str,
     parts: Callable[[], Iterator[Mapping[str, Any]]],
     info: Mapping[str, Any],
-) -> Version:
-    """Commit the version built under ``staging`` as ``name@version``, streaming, ``version.json`` last.
+) -> dict[str, Any]:
+    """Write ``quarantine.parquet``, ``manifest.parquet`` and ``index.json`` of a version built in
+    ``directory``, streaming; return what ``version.json`` will say.
 
     ``parts()`` yields each shard's part record in shard order (``shard``: file, nsamples, filesize,
     md5; ``quarantine``: rows), one at a time; each shard's manifest rows are read from
-    ``shards/{name}-{i}.parquet``. Steps, each safe to redo after a kill: manifest, quarantine and
-    index written into ``staging``, then ``version.json``'s content as ``_commit.json``; the directory
-    renamed to the version's; ``version.json`` written from ``_commit.json``. A version already
-    committed under the same id is kept and ``staging`` removed.
+    ``shards/{name}-{i}.parquet`` (one row group each in ``manifest.parquet``). Raises
+    :class:`EmptyVersion` (quarantine written, naming it) when no shard holds a sample.
     """
-    vdir = store.version_dir(name, version)
-    if store.exists(name, version):
-        store.fs.rm(staging, recursive=True)
-        return store.open(f"{name}@{version}")
     shards: list[dict[str, Any]] = []
     first_quarantined: list[Mapping[str, Any]] = []  # for the message of a version with no samples
     quarantined = 0
@@ -354,16 +349,19 @@ def commit_staged(
             first_quarantined.extend(rows[: 3 - len(first_quarantined)])
             yield pa.Table.from_pylist(rows, QUARANTINE_SCHEMA)
 
-    store.write_table_streaming(f"{staging}/{QUARANTINE_FILE}", QUARANTINE_SCHEMA, quarantine_tables())
+    store.write_table_streaming(f"{directory}/{QUARANTINE_FILE}", QUARANTINE_SCHEMA, quarantine_tables())
     if sum(s["nsamples"] for s in shards) == 0:
-        where = store.url(f"{staging}/{QUARANTINE_FILE}")
+        where = store.url(f"{directory}/{QUARANTINE_FILE}")
         raise EmptyVersion(empty_version_message(f"{name}@{version}", first_quarantined, where, quarantined))
     manifests = (
-        store.read_table(f"{staging}/shards/{shard_manifest_name(shard['file'])}") for shard in shards
+        store.read_table(f"{directory}/shards/{shard_manifest_name(shard['file'])}") for shard in shards
     )
-    samples = store.write_table_streaming(f"{staging}/{MANIFEST_FILE}", MANIFEST_SCHEMA, manifests)
-    store.write_json(f"{staging}/{INDEX_FILE}", wids_index(name, version, shards))
-    full_info = {
+    samples = store.write_table_streaming(f"{directory}/{MANIFEST_FILE}", MANIFEST_SCHEMA, manifests)
+    store.write_json(f"{directory}/{INDEX_FILE}", wids_index(name, version, shards))
+    for leftover in store.fs.ls(f"{directory}/shards", detail=False):  # temp files of killed shard writers
+        if ".tmp-" in leftover.rsplit("/", 1)[-1]:
+            store.fs.rm(leftover)
+    return {
         **info,
         "name": name,
         "version": version,
@@ -372,9 +370,46 @@ def commit_staged(
         "shards": shards,
         "created_at": time.time(),
     }
-    for leftover in store.fs.ls(f"{staging}/shards", detail=False):  # temp files of killed shard writers
-        if ".tmp-" in leftover.rsplit("/", 1)[-1]:
-            store.fs.rm(leftover)
+
+
+def commit_in_place(
+    store: DatasetStore,
+    name: str,
+    version: str,
+    parts: Callable[[], Iterator[Mapping[str, Any]]],
+    info: Mapping[str, Any],
+) -> Version:
+    """Commit a version whose shards were written in its own directory (its id was known up front, as
+    for translate): :func:`write_commit_files`, then ``version.json`` last, then the part records go."""
+    vdir = store.version_dir(name, version)
+    full_info = write_commit_files(store, name, version, vdir, parts, info)
+    store.write_json(f"{vdir}/{VERSION_FILE}", full_info)
+    if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
+        store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
+    return Version(store, name, version, full_info)
+
+
+def commit_staged(
+    store: DatasetStore,
+    name: str,
+    version: str,
+    staging: str,
+    parts: Callable[[], Iterator[Mapping[str, Any]]],
+    info: Mapping[str, Any],
+) -> Version:
+    """Commit the version built under ``staging`` (its id known only now, as for ingest) as
+    ``name@version``, ``version.json`` last.
+
+    Steps, each safe to redo after a kill: :func:`write_commit_files` into ``staging``, then
+    ``version.json``'s content as ``_commit.json``; the directory renamed to the version's;
+    ``version.json`` written from ``_commit.json``. A version already committed under the same id is
+    kept and ``staging`` removed.
+    """
+    vdir = store.version_dir(name, version)
+    if store.exists(name, version):
+        store.fs.rm(staging, recursive=True)
+        return store.open(f"{name}@{version}")
+    full_info = write_commit_files(store, name, version, staging, parts, info)
     store.write_json(f"{staging}/{PENDING_FILE}", full_info)
     if store.fs.exists(f"{vdir}/{PENDING_FILE}"):  # killed between the rename and version.json: same content
         store.fs.rm(staging, recursive=True)

@@ -13,7 +13,7 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,13 +108,14 @@ def translate_shard(
 ) -> dict[str, Any]:
     """Translate source shard ``index`` into output shard ``index``; a shard done before is skipped.
 
-    Returns the part record plus ``skipped`` and ``seconds``.
+    Returns the shard's summary (``storage.translate.shard_summary``: file, counts; no rows) plus
+    ``skipped`` and ``seconds``.
     """
     started = time.perf_counter()
     store = DatasetStore(root)
     part = translation.read_part(store, plan.name, plan.version, index)
     if part is not None:
-        return {**part, "skipped": True, "seconds": 0.0}
+        return {**translation.shard_summary(part), "skipped": True, "seconds": 0.0}
     register_fsspec_schemes()
     url = plan.shard_urls[index]
     source_rows = translation.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
@@ -127,19 +128,16 @@ def translate_shard(
     part = translation.write_translated_shard(
         store, out, batches, (url, source_rows), encode, plan.lineage, encode_threads
     )
-    return {**part, "skipped": False, "seconds": time.perf_counter() - started}
+    return {**translation.shard_summary(part), "skipped": False, "seconds": time.perf_counter() - started}
 
 
 @task(name="commit-translation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
-def commit_translation(
-    root: str, plan: translation.TranslatePlan, parts: Sequence[Mapping[str, Any]]
-) -> Version:
-    """Write manifest, index and, last, version.json of the translated version."""
+def commit_translation(root: str, plan: translation.TranslatePlan) -> Version:
+    """Write manifest (streamed from the shard manifests), index and, last, version.json."""
     store = DatasetStore(root)
-    records = [{k: v for k, v in part.items() if k not in ("skipped", "seconds")} for part in parts]
-    return translation.commit_translation(
-        store, (plan.name, plan.version), store.open(plan.source), plan.lineage, plan.config, records
-    )
+    source = store.open(plan.source)
+    out = (plan.name, plan.version)
+    return translation.commit_translation(store, out, source, plan.lineage, plan.config, len(plan.shard_urls))
 
 
 @task(name="preview-translation", cache_policy=NO_CACHE)
