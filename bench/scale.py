@@ -280,7 +280,9 @@ def convert_classes(export: Path) -> None:
     (export / "classes.json").write_text(json.dumps(spec))
 
 
-def big_case(out: Path, work: Path, env: dict[str, str], frames: int) -> dict:
+def big_case(out: Path, work: Path, env: dict[str, str], frames: int, fixed_cpu_s: float) -> dict:
+    """Frames/s of ingest at 1024x2048 (labels converted) and, load-independent, its CPU per frame (less
+    the fixed cost of a 1-frame ingest) over the CPU per frame of the label work alone."""
     base = base_export(out, 6, (1024, 2048))
     export = work / "export-big"
     linked_export(base, export, frames)
@@ -292,6 +294,7 @@ def big_case(out: Path, work: Path, env: dict[str, str], frames: int) -> dict:
         "frames": frames,
         "size": "1024x2048",
         "label_work_alone_frames_per_s_1core": round(1 / alone_s, 2),
+        "label_work_alone_cpu_s_per_frame": round(alone_s, 4),
     }
     for workers in (1, 2):
         root = work / f"root-big-{workers}"
@@ -299,6 +302,9 @@ def big_case(out: Path, work: Path, env: dict[str, str], frames: int) -> dict:
         assert result["samples"] == frames, result
         row[f"ingest_frames_per_s_{workers}workers"] = round(frames / wall, 2)
         row[f"peak_rss_MB_{workers}workers"] = round(sample.peak_rss / 2**20)
+        cpu_per_frame = (sum(sample.cpu_s.values()) - fixed_cpu_s) / frames
+        row[f"ingest_cpu_s_per_frame_{workers}workers"] = round(cpu_per_frame, 4)
+        row[f"ingest_over_label_work_cpu_{workers}workers"] = round(cpu_per_frame / alone_s, 2)
         shutil.rmtree(root)
     row["ingest_1worker_over_label_work_time"] = round(
         row["label_work_alone_frames_per_s_1core"] / row["ingest_frames_per_s_1workers"], 2
@@ -326,7 +332,9 @@ def tiny_translator(root: Path) -> str:
     return TranslatorRegistry(str(root)).save(weights, {"config": config.model_dump(mode="json")})
 
 
-def translate_case(frames: int, base: Path, work: Path, env: dict[str, str]) -> dict:
+def translate_case(
+    frames: int, base: Path, work: Path, env: dict[str, str], limit_s: float | None = None
+) -> dict:
     """Ingest ``frames`` frames (untimed), then translate them with the tiny translator, sampled."""
     export = work / f"export-tr-{frames}"
     root = work / f"root-tr-{frames}"
@@ -336,14 +344,21 @@ def translate_case(frames: int, base: Path, work: Path, env: dict[str, str]) -> 
     translator = tiny_translator(root)
     ref = f"{ingested['name']}@{ingested['version']}"
     command = [*CLI, "translate", ref, "--translator", translator, "--root", str(root), "--device", "cpu"]
-    wall, sample, stdout = run_sampled([*command, "--json"], env)
-    result = json.loads(stdout.strip().splitlines()[-1])
-    assert result["samples"] == frames, result
+    wall, sample, stdout = run_sampled([*command, "--json"], env, limit_s=limit_s)
+    if stdout:
+        result = json.loads(stdout.strip().splitlines()[-1])
+        assert result["samples"] == frames, result
+    else:  # stopped at the limit: count the finished shards
+        parts = list(root.glob("datasets/trsrc-translated/*/_parts/*.json"))
+        done = sum(json.loads(p.read_text())["shard"]["nsamples"] for p in parts)
+        result = {"samples": done, "shards": len(parts), "stopped_at_s": round(wall)}
     shutil.rmtree(root)
     row = {
         "frames": frames,
         "translate_s": round(wall, 1),
-        "translate_frames_per_s": round(frames / wall),
+        "stopped_after_limit": "stopped_at_s" in result,
+        "frames_done": result["samples"],
+        "translate_frames_per_s": round(result["samples"] / wall),
         "peak_rss_MB": round(sample.peak_rss / 2**20),
         "processes": len(sample.processes),
         "shards": result["shards"],
@@ -362,8 +377,10 @@ def one_frame(out: Path, work: Path, env: dict[str, str]) -> dict:
         rows.append(
             {
                 "wall_s": round(wall, 2),
+                "cpu_s": round(sum(sample.cpu_s.values()), 2),
                 "peak_rss_MB": round(sample.peak_rss / 2**20),
                 "rchar": sum(sample.rchar.values()),
+                "load_avg_1min": round(os.getloadavg()[0], 1),
             }
         )
     shutil.rmtree(root)
@@ -395,9 +412,9 @@ def main() -> None:
         report["one_frame_with_server"] = one_frame(args.out, work, env)
         base = base_export(args.out, 1000, (32, 64))
         if args.big:
-            report["big"] = big_case(args.out, work, env, args.big)
+            report["big"] = big_case(args.out, work, env, args.big, report["one_frame_with_server"]["cpu_s"])
         if args.translate:
-            report["translate"] = [translate_case(n, base, work, env) for n in args.translate]
+            report["translate"] = [translate_case(n, base, work, env, args.limit_s) for n in args.translate]
             low, high = report["translate"][0], report["translate"][-1]
             report["translate_rss_ratio"] = round(high["peak_rss_MB"] / low["peak_rss_MB"], 3)
         report["scale"] = []
