@@ -1,9 +1,9 @@
 """Student vs teacher in one run: FLOPs per frame, the translate flow's frames/s, the forward's frames/s.
 
 Both translators translate the same toy sim version with the flow's defaults (thread runner, CPU
-forward streams, PNG), interleaved round by round (teacher, student, teacher, ...); the best round of
+forward threads, PNG), interleaved round by round (teacher, student, teacher, ...); the best round of
 each counts, so load from other processes skews the ratio less. The forward alone (the flow's own
-engine over pre-decoded frames, every stream busy) is timed the same way. Prints the ratios:
+engine over pre-decoded frames, every forward thread busy) is timed the same way. Prints the ratios:
 FLOPs teacher/student (goal ≥ 8) and flow frames/s student/teacher (goal ≥ 5 on CPU).
 
 With ``--root``, ``--teacher`` and ``--student`` it times registry entries (a distilled student and its
@@ -71,14 +71,16 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     names = {"teacher": teacher, "student": student}
     source = make_source(root, "bench", args.frames, (height, width), args.shard_samples)
     warm = make_source(root, "warm", 2, (height, width), args.shard_samples)
-    config = TranslateConfig(device="cpu", batch_size=args.batch_size)
+    config = TranslateConfig.model_validate(
+        {"pipeline": {"batch_size": args.batch_size}, "engine": {"device": "cpu"}}
+    )
     runner = RunnerConfig(kind="thread")
     registry = TranslatorRegistry(root)
     for name, ref in names.items():
         flow_run(warm, ref, f"warm-{name}", config, runner, root)  # server start, engine build
     images = decoded(source, torch.device("cpu"))
     engines = {
-        n: translate_tasks.cached_engine(root, ref, config.engine(torch.device("cpu")))
+        n: translate_tasks.cached_engine(root, ref, config.engine.resolve(), args.batch_size)
         for n, ref in names.items()
     }
     times: dict[str, list[float]] = {f"{kind}_{n}": [] for kind in ("flow", "forward") for n in names}
@@ -106,7 +108,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "frames": args.frames,
         "size": args.size,
         "translators": names,
-        "engine": {n: e.describe() | {"streams": e.streams} for n, e in engines.items()},
+        "engine": {n: e.describe() | {"forward_threads": e.forward_threads} for n, e in engines.items()},
         "gflops_per_frame_256x512": {n: c["gflops_per_frame"] for n, c in cost.items()},
         "parameters": {n: c["parameters"] for n, c in cost.items()},
         "flops_ratio": round(cost["teacher"]["gflops_per_frame"] / cost["student"]["gflops_per_frame"], 2),

@@ -27,25 +27,30 @@ from PIL import Image
 
 from sim2real.flows.train_translator import load_profile
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
 from sim2real.models.translator.model import Translator, build_translator
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 
-BASELINE = EncodeConfig("png", png_compress_level=6, png_strategy="default", png_filter="adaptive")
+
+def PNG(**fields) -> EncodeConfig:  # noqa: N802 - reads as a constructor
+    return EncodeConfig(image_format="png", **fields)
+
+
+BASELINE = PNG(png_compress_level=6, png_strategy="default", png_filter="adaptive")
 SETTINGS = [
     BASELINE,
-    EncodeConfig("png", png_compress_level=1, png_strategy="default", png_filter="adaptive"),
-    EncodeConfig("png", png_compress_level=4, png_strategy="default", png_filter="adaptive"),
-    EncodeConfig("png", png_compress_level=6, png_strategy="rle", png_filter="adaptive"),
-    EncodeConfig("png", png_compress_level=6, png_strategy="huffman", png_filter="adaptive"),
-    EncodeConfig("png", png_compress_level=0, png_strategy="default", png_filter="adaptive"),  # filters only
-    EncodeConfig("png", png_compress_level=6, png_strategy="rle", png_filter="paeth"),  # the default
-    EncodeConfig("png", png_compress_level=6, png_strategy="rle", png_filter="average"),
-    EncodeConfig("png", png_compress_level=6, png_strategy="rle", png_filter="up"),
-    EncodeConfig("png", png_compress_level=1, png_strategy="default", png_filter="paeth"),
-    EncodeConfig("jpg", jpeg_quality=95),
+    PNG(png_compress_level=1, png_strategy="default", png_filter="adaptive"),
+    PNG(png_compress_level=4, png_strategy="default", png_filter="adaptive"),
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="adaptive"),
+    PNG(png_compress_level=6, png_strategy="huffman", png_filter="adaptive"),
+    PNG(png_compress_level=0, png_strategy="default", png_filter="adaptive"),  # filters only
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="paeth"),  # the default
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="average"),
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="up"),
+    PNG(png_compress_level=1, png_strategy="default", png_filter="paeth"),
+    EncodeConfig(image_format="jpg", jpeg_quality=95),
 ]
 
 
@@ -56,7 +61,7 @@ def sim_frames(frames: int, size: tuple[int, int]) -> list[np.ndarray]:
 
 
 def translated(model: Translator, images: list[np.ndarray]) -> list[np.ndarray]:
-    engine = TranslatorEngine(model, "cpu", "fp32")
+    engine = TranslatorEngine(model, EngineConfig(device="cpu", precision="fp32", forward_threads=1))
     batch = torch.stack([torch.from_numpy(a.copy()).permute(2, 0, 1) for a in images]).float().div(255)
     out = torch.cat([engine(batch[i : i + 8]) for i in range(0, len(batch), 8)])
     return list(out.mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())

@@ -6,7 +6,7 @@
 (b) a batch-1 fp32 per-image loop as the official MUNIT/CUT test scripts run: decode one image,
     forward it, encode it, write it, next;
 (c) the forward pass alone on pre-decoded tensors: the same engine as (a) (inference graph, precision,
-    compiled or not, forward streams) at (a)'s batch size, every stream kept busy (the device's ceiling).
+    compiled or not, forward threads) at (a)'s batch size, every forward thread kept busy (the ceiling).
 
 Prints a/b (goal ≥ 3 on CPU, ≥ 20 on a GPU) and a/c (goal ≥ 0.8), and how far (a)'s pixels are from
 (b)'s fp32 reference (bf16 and kernel choice move some pixels by a level or two). Each mode runs
@@ -55,15 +55,18 @@ from sim2real.flows.runners import RunnerConfig  # noqa: E402 - after quiet_pref
 from sim2real.flows.train_translator import load_profile  # noqa: E402
 from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E402
 from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
-from sim2real.models.translator.engine import PRECISIONS, TranslatorEngine  # noqa: E402
+from sim2real.models.translator.engine import (  # noqa: E402
+    PRECISIONS,
+    TranslatorEngine,
+    resolve_device,  # noqa: E402
+)
 from sim2real.models.translator.model import Translator, build_translator  # noqa: E402
-from sim2real.models.translator.engine import resolve_device  # noqa: E402
 from sim2real.storage import ingest  # noqa: E402
+from sim2real.storage.image_encoding import EncodeConfig, encode_rgb  # noqa: E402
 from sim2real.storage.reader import decode_rgb, raw_samples  # noqa: E402
 from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
 from sim2real.storage.schema import rgb_member  # noqa: E402
 from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402
-from sim2real.storage.image_encoding import EncodeConfig, encode_rgb  # noqa: E402
 from sim2real.storage.versions import DatasetStore, Version  # noqa: E402
 from sim2real.tasks import translate as translate_tasks  # noqa: E402
 
@@ -114,7 +117,7 @@ def per_image_loop(
 
 def forward_only(images: torch.Tensor, engine: TranslatorEngine, batch_size: int) -> float:
     """(c) seconds for the engine over pre-decoded images already on the device, all batches queued on
-    its forward streams at once."""
+    its forward threads at once."""
     sync(engine.device)
     started = time.perf_counter()
     batches = [images[start : start + batch_size] for start in range(0, len(images), batch_size)]
@@ -178,10 +181,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS)
     parser.add_argument("--compile", action="store_true", help="torch.compile the engine in (a) and (c)")
     parser.add_argument(
+        "--forward-threads",
         "--cpu-streams",
         type=int,
-        default=TranslateConfig().cpu_streams,
-        help="CPU forward streams (the flow's)",
+        default=TranslateConfig().engine.forward_threads,
+        help="CPU forward threads (the flow's)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root (default: a temporary folder)")
@@ -205,15 +209,21 @@ def setup(args: argparse.Namespace, root: str) -> tuple[Version, Version, str, T
         translator_weights(build_translator(translator_config)),
         {"config": translator_config.model_dump(mode="json")},
     )
-    config = TranslateConfig(
-        image_format=args.format,
-        batch_size=args.batch_size,
-        device=str(resolve_device(args.device)),
-        decode_workers=args.decode_workers,
-        encode_threads=args.encode_threads,
-        precision=args.precision,
-        compile=args.compile,
-        cpu_streams=args.cpu_streams,
+    config = TranslateConfig.model_validate(
+        {
+            "encode": {"image_format": args.format},
+            "pipeline": {
+                "batch_size": args.batch_size,
+                "decode_workers": args.decode_workers,
+                "encode_threads": args.encode_threads,
+            },
+            "engine": {
+                "device": str(resolve_device(args.device)),
+                "precision": args.precision,
+                "compile": args.compile,
+                "forward_threads": args.forward_threads,
+            },
+        }
     )
     return source, warm, translator, config
 
@@ -231,7 +241,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     """Set up data and model, time the three modes ``args.rounds`` times, return the best of each."""
     source, warm, translator, config = setup(args, root)
     progress(f"{args.frames} source frames rendered and ingested")
-    device = torch.device(config.device)
+    device = torch.device(config.engine.device)
     model, _ = load_translator(TranslatorRegistry(root), translator, device)
     runner = RunnerConfig(kind="thread", max_workers=args.max_workers)
     # Starts the embedded server and, with --compile, compiles the engine (warm's 2 frames are padded to
@@ -239,20 +249,20 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     warmup_seconds, _ = flow_run(warm, translator, "warm-translated", config, runner, root)
     progress(f"warm-up flow {warmup_seconds:.1f} s")
     images = decoded(source, device)
-    # The flow's own engine (built by the warm-up, compiled there with --compile): same graph and streams.
-    engine = translate_tasks.cached_engine(root, translator, config.engine(device))
+    # The flow's own engine (built by the warm-up, compiled there with --compile): same graph and threads.
+    engine = translate_tasks.cached_engine(root, translator, config.engine.resolve(), args.batch_size)
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
-        # Warm-up (compiles, with --compile): one batch per stream.
+        # Warm-up (compiles, with --compile): one batch per forward thread.
         thread.submit(
-            forward_only, images[: args.batch_size * engine.streams], engine, args.batch_size
+            forward_only, images[: args.batch_size * engine.forward_threads], engine, args.batch_size
         ).result()
         for round_index in range(args.rounds):
             times["c"].append(thread.submit(forward_only, images, engine, args.batch_size).result())
             progress(f"round {round_index + 1}: (c) {args.frames / times['c'][-1]:.1f} frames/s")
             out_dir = Path(root) / f"b{round_index}"
             times["b"].append(
-                thread.submit(per_image_loop, source, model, device, config.encode(), out_dir).result()
+                thread.submit(per_image_loop, source, model, device, config.encode, out_dir).result()
             )
             progress(f"round {round_index + 1}: (b) {args.frames / times['b'][-1]:.1f} frames/s")
             seconds, translated = flow_run(source, translator, f"bench-a{round_index}", config, runner, root)
@@ -275,11 +285,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "seconds": {mode: [round(s, 2) for s in values] for mode, values in times.items()},
         "a_over_b": round(fps["a"] / fps["b"], 2),
         "a_over_c": round(fps["a"] / fps["c"], 2),
-        "engine": {
-            **engine.describe(),
-            "streams": engine.streams,
-            "threads_per_stream": engine.threads_per_stream,
-        },
+        "engine": {**engine.describe(), "forward_threads": engine.forward_threads},
         "a_cold_seconds": round(times["a"][0], 2),
         "warmup_seconds": round(warmup_seconds, 2),
         "drift_vs_b": drift,

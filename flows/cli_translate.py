@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import typer
+from pydantic import ValidationError
 
 from sim2real.flows.cli import emit
+from sim2real.flows.translate_config import TranslateConfig, one_line
+from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, default_root
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
@@ -14,21 +20,30 @@ RUNNERS = ("thread", "dask", "ray")
 
 def translate(
     ref: str = typer.Argument(..., help="Source version, NAME@VERSION or NAME@latest."),
-    translator: str = typer.Option(..., "--translator", help="Translator id in the registry."),
+    translator: str = typer.Option(..., "--translator", help="Translator id or alias (e.g. production)."),
     out_name: str = typer.Option(None, "--out-name", help="Output dataset name (default: NAME-translated)."),
     runner: str = typer.Option("thread", "--runner", help="Task runner: thread, dask or ray."),
     address: str = typer.Option(None, "--address", help="Dask scheduler or Ray cluster address."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Frames per forward pass."),
-    image_format: str = typer.Option("png", "--format", help="Translated image format: png or jpg."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    config_file: Path = typer.Option(
+        None,
+        "--config",
+        help="YAML translate config (encode / pipeline / engine); the flags below override it.",
+    ),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Frames per forward pass [8]."),
+    image_format: str = typer.Option(None, "--format", help="Translated image format: png or jpg [png]."),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N [auto]."),
     precision: str = typer.Option(
-        "auto", "--precision", help="auto (bf16 where native), fp32, bf16 or fp16 (CUDA only)."
+        None, "--precision", help="auto (bf16 where native), fp32, bf16 or fp16 (CUDA only) [auto]."
     ),
     compile_model: bool = typer.Option(
-        False, "--compile", help="torch.compile the translator: pays off on large runs (minutes of frames)."
+        None, "--compile/--no-compile", help="torch.compile the translator: pays off on large runs [no]."
     ),
-    cpu_streams: int = typer.Option(
-        2, "--cpu-streams", min=1, help="CPU: forward passes at once, each on cores / streams threads."
+    forward_threads: int = typer.Option(
+        None,
+        "--forward-threads",
+        "--cpu-streams",
+        min=1,
+        help="CPU: forward passes at once, each on its own thread [2].",
     ),
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
@@ -36,21 +51,27 @@ def translate(
     """Translate every shard of a version (labels copied byte for byte); rerunning resumes."""
     from sim2real.flows.runners import RunnerConfig
     from sim2real.flows.runtime import quiet_prefect
-    from sim2real.flows.translate import TranslateConfig, run_translate
-    from sim2real.models.translator.engine import resolve_precision
-    from sim2real.models.translator.engine import resolve_device
+    from sim2real.flows.translate import run_translate
 
     if runner not in RUNNERS:
         raise typer.BadParameter(f"runner {runner!r}: choose one of {', '.join(RUNNERS)}")
-    if image_format not in ("png", "jpg"):
-        raise typer.BadParameter(f"format {image_format!r}: choose png or jpg")
+    flags: dict[str, dict[str, Any]] = {
+        "encode": {"image_format": image_format},
+        "pipeline": {"batch_size": batch_size},
+        "engine": {
+            "device": device,
+            "precision": precision,
+            "compile": compile_model,
+            "forward_threads": forward_threads,
+        },
+    }
     try:  # unknown names, and fp16 on a CPU
-        resolve_precision(precision, resolve_device(device))
+        config = translate_config(config_file, flags)
+        config.engine.resolve()
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     root = root or default_root()
     DatasetStore(root).open(ref)  # fail fast, before any flow starts: unknown version or translator
-    from sim2real.storage.registry import TranslatorRegistry  # imports torch: only when translating
 
     TranslatorRegistry(root).card(translator)
     quiet_prefect()
@@ -60,20 +81,26 @@ def translate(
         translator=translator,
         out_name=out_name,
         root=root,
-        config=TranslateConfig(
-            batch_size=batch_size,
-            image_format=image_format,  # type: ignore[arg-type]
-            device=device,
-            precision=precision,  # type: ignore[arg-type]
-            compile=compile_model,
-            cpu_streams=cpu_streams,
-        ),
+        config=config,
     )
     human = (
         f"{result['name']}@{result['version']}: {result['samples']} samples, {result['shards']} shards "
         f"({result['skipped_shards']} skipped), {result['quarantined']} quarantined → {result['path']}"
     )
     emit(result, as_json, human)
+
+
+def translate_config(path: Path | None, flags: dict[str, dict[str, Any]]) -> TranslateConfig:
+    """The config file's settings (defaults without one), with every flag that was given on top.
+    Raises ``ValueError`` naming the file and key on a bad value or an unknown key."""
+    base = TranslateConfig.from_yaml(path) if path else TranslateConfig()
+    data = base.model_dump()
+    for part, values in flags.items():
+        data[part].update({k: v for k, v in values.items() if v is not None})
+    try:
+        return TranslateConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ValueError(one_line(exc)) from None
 
 
 def register(app: typer.Typer) -> None:

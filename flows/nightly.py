@@ -125,7 +125,7 @@ def publish_summary(result: dict[str, Any]) -> None:
 def gate_evaluate_promote(params: NightlyParams, root: str, translated_ref: str) -> dict[str, Any]:
     """Score the version, gate it, retrain/evaluate what passed, promote what still passes."""
     logger = get_run_logger()
-    device = str(resolve_device(params.translate.device))
+    device = str(resolve_device(params.translate.engine.device))
     metrics = measure_quality(root, translated_ref, params.real, params.val, params.quality, device)
     report = QualityReport.from_translation_metrics(metrics)
     decision = check_gate(report, params.gate)

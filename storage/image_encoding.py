@@ -7,14 +7,14 @@ Same pixels and settings, same bytes: no timestamps, fixed zlib/libjpeg settings
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
 from typing import Literal, TypeAlias
 
 import numpy as np
 from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
-from sim2real.storage.png import PNG_FILTER_TYPES, RowFilter, encode_png_rgb
+from sim2real.storage.png import RowFilter, encode_png_rgb
 
 PngStrategy = Literal["default", "filtered", "huffman", "rle", "fixed"]
 # ``adaptive``: PIL's per-row filter choice; the others: one filter for every row (``storage.png``).
@@ -23,31 +23,24 @@ PngFilter: TypeAlias = Literal["adaptive"] | RowFilter
 PNG_STRATEGIES: dict[str, int] = {"default": 0, "filtered": 1, "huffman": 2, "rle": 3, "fixed": 4}
 
 
-@dataclass(frozen=True)
-class EncodeConfig:
-    """How translated images are stored. Encoding is deterministic: same pixels, same bytes."""
+class EncodeConfig(BaseModel):
+    """How translated images are stored (``encode:`` of the translate config); every field changes the
+    output bytes. Encoding is deterministic: same pixels, same bytes."""
 
-    image_format: Literal["png", "jpg"] = "png"
-    jpeg_quality: int = 95  # libjpeg quality for ``jpg`` (1-95)
-    png_compress_level: int = 6  # zlib level for ``png`` (0-9); higher is smaller and slower
-    # zlib strategy for ``png``. ``rle`` (run-length matches only) is the default: on translated images
-    # it writes smaller files than zlib's default strategy in under a third of the time (bench/encode.py).
-    png_strategy: PngStrategy = "rle"
-    # PNG row filter. ``paeth`` for every row (our writer) is the default: as small as PIL's per-row
-    # choice on translated images, in 30-40 % less CPU (bench/encode.py).
-    png_filter: PngFilter = "paeth"
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    def __post_init__(self) -> None:
-        if self.image_format not in ("png", "jpg"):
-            raise ValueError(f"image_format {self.image_format!r}: choose 'png' or 'jpg'")
-        if self.png_strategy not in PNG_STRATEGIES:
-            raise ValueError(f"png_strategy {self.png_strategy!r}: choose one of {sorted(PNG_STRATEGIES)}")
-        if self.png_filter != "adaptive" and self.png_filter not in PNG_FILTER_TYPES:
-            raise ValueError(
-                f"png_filter {self.png_filter!r}: choose 'adaptive' or one of {sorted(PNG_FILTER_TYPES)}"
-            )
-        if not 1 <= self.jpeg_quality <= 95 or not 0 <= self.png_compress_level <= 9:
-            raise ValueError(f"encode config {self}: jpeg_quality in 1..95, png_compress_level in 0..9")
+    # format of the translated rgb member
+    image_format: Literal["png", "jpg"] = Field(default="png", description="png (lossless) or jpg")
+    # libjpeg quality (jpg only)
+    jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality, 1-95 (jpg only)")
+    # zlib level (png only): higher is smaller and slower
+    png_compress_level: int = Field(default=6, ge=0, le=9, description="zlib level, 0-9 (png only)")
+    # zlib strategy (png only): on translated images rle writes smaller files than zlib's default
+    # strategy in under a third of the time (bench/encode.py)
+    png_strategy: PngStrategy = Field(default="rle", description="zlib strategy (png only)")
+    # PNG row filter (png only): paeth on every row (our writer) is as small as PIL's per-row choice
+    # ('adaptive') on translated images, in 30-40 % less CPU (bench/encode.py)
+    png_filter: PngFilter = Field(default="paeth", description="PNG row filter, or adaptive (PIL's choice)")
 
     @property
     def member(self) -> str:

@@ -15,35 +15,85 @@ from __future__ import annotations
 
 import io
 import multiprocessing
+import os
 import threading
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import webdataset as wds
 from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
 
 RawSample = dict[str, Any]  # a webdataset sample: ``__key__``, ``__url__`` and member bytes
 
 
-@dataclass(frozen=True)
-class ReadConfig:
-    """How a source shard is batched and decoded; none of it changes the output bytes."""
+# A field marked so does not change the output bytes; every other field feeds the version id.
+THROUGHPUT_ONLY: dict[str, Any] = {"changes_bytes": False}
 
-    batch_size: int = 8  # frames per batch (frames of one size; others wait for their own batch)
-    decode_workers: int = 0  # worker processes decoding images (0: decode in the reading thread)
-    prefetch_batches: int = 2  # batches each worker decodes ahead
-    start_method: str = "forkserver"  # how decode workers start: forkserver or spawn (fork: see decode_pool)
 
-    def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.decode_workers < 0 or self.prefetch_batches < 1:
-            raise ValueError(f"read config {self}: batch_size >= 1, decode_workers >= 0, prefetch >= 1")
+class PipelineConfig(BaseModel):
+    """How shards flow through a translate run (``pipeline:`` of the translate config): batching and the
+    workers around the forward pass. Only ``batch_size`` changes the output bytes (kernels choose their
+    algorithm by batch shape)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # frames per forward pass; frames of one size share a batch, others wait for their own
+    batch_size: int = Field(default=8, ge=1, description="frames per forward pass")
+    # processes decoding source images; None = none on CPU (decoding is a small share of a CPU forward
+    # pass), min(4, cores / 2) on CUDA
+    decode_workers: int | None = Field(
+        default=None,
+        ge=0,
+        description="decode processes (default: 0 on CPU, min(4, cores/2) on CUDA)",
+        json_schema_extra=THROUGHPUT_ONLY,
+    )
+    # batches each decode worker prepares ahead
+    prefetch_batches: int = Field(
+        default=2,
+        ge=1,
+        description="batches each decode worker prepares ahead",
+        json_schema_extra=THROUGHPUT_ONLY,
+    )
+    # how decode workers start; fork copies a process that runs Prefect's threads (see decode_pool)
+    start_method: Literal["forkserver", "spawn", "fork"] = Field(
+        default="forkserver", description="how decode workers start", json_schema_extra=THROUGHPUT_ONLY
+    )
+    # threads encoding translated images per shard task; None = 2 on CPU (the forward passes need the
+    # cores), max(2, cores / 4) on CUDA (a 256x512 PNG takes ~2.4 ms of one core, bench/encode.py)
+    encode_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)",
+        json_schema_extra=THROUGHPUT_ONLY,
+    )
+    # Dask/Ray runners: slots of the 'gpu' tag limit, created if absent (one per GPU)
+    gpu_slots: int = Field(
+        default=1,
+        ge=1,
+        description="Dask/Ray: shard tasks on GPUs at once (one per GPU)",
+        json_schema_extra=THROUGHPUT_ONLY,
+    )
+
+    def resolve(self, device_type: str) -> PipelineConfig:
+        """The same config with the worker counts decided for ``device_type`` (``cpu`` or ``cuda``)."""
+        cores = os.cpu_count() or 2
+        cuda = device_type == "cuda"
+        decode = self.decode_workers
+        encode = self.encode_threads
+        return self.model_copy(
+            update={
+                "decode_workers": (min(4, cores // 2) if cuda else 0) if decode is None else decode,
+                "encode_threads": (max(2, cores // 4) if cuda else 2) if encode is None else encode,
+            }
+        )
 
 
 @dataclass
@@ -207,7 +257,7 @@ def _forget_pool(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=False, cancel_futures=True)
 
 
-def read_batches(url: str, config: ReadConfig) -> Iterator[FrameBatch]:
+def read_batches(url: str, config: PipelineConfig) -> Iterator[FrameBatch]:
     """The decoded batches of the shard at ``url``, in planned order.
 
     Groups are planned here and decoded in the pool, at most ``decode_workers × prefetch_batches``
@@ -215,7 +265,7 @@ def read_batches(url: str, config: ReadConfig) -> Iterator[FrameBatch]:
     not start children) they are decoded in this thread. Raises ``RuntimeError`` (retryable) when a
     decode worker dies.
     """
-    workers = config.decode_workers
+    workers = config.decode_workers or 0
     if workers and multiprocessing.current_process().daemon:
         workers = 0
     if not workers:

@@ -32,7 +32,7 @@ from sim2real.models.translator.distill import (
     run_distillation,
     student_weights,
 )
-from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator, student_gflops_per_frame
 from sim2real.storage.registry import RegistryError, TranslatorRegistry
@@ -153,15 +153,15 @@ def train_segment(run: DistillRun, stop_step: int) -> dict[str, Any]:
         run.source_urls, False, run.metrics.val_fraction, train.shuffle_buffer, seed, resampled=True
     )
     # The teacher's pairs come from its production engine (the precision the translate flow runs it at).
-    engine = TranslatorEngine(teacher, run.device)
-    batches = distill_batches(samples, engine, train, seed=seed)
     losses_url = f"{run.run_dir}/{LOSSES_FILE}"
     history = [r for r in read_json(losses_url) or [] if r["step"] <= start]
 
     def save(s: DistillState) -> None:
         _write(f"{run.run_dir}/{CHECKPOINT_FILE}", distill_checkpoint_bytes(s, run.config))
 
-    rows = run_distillation(state, teacher, batches, run.config, run.device, stop_step, on_checkpoint=save)
+    with TranslatorEngine(teacher, EngineConfig(device=str(run.device), forward_threads=1)) as engine:
+        batches = distill_batches(samples, engine, train, seed=seed)
+        rows = run_distillation(state, teacher, batches, run.config, run.device, stop_step, on_checkpoint=save)
     write_json(losses_url, history + rows)
     return {"start": start, "step": state.step, "rows": rows}
 

@@ -11,63 +11,35 @@ from __future__ import annotations
 
 import functools
 import itertools
-import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import Encoder, TranslatorEngine
+from sim2real.models.translator.engine import Encoder, EngineCache, EngineConfig, TranslatorEngine
 from sim2real.storage import translate as translation
 from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.preview import before_after_grid
 from sim2real.storage.reader import register_fsspec_schemes
 from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.translate_read import FrameBatch, ReadConfig, read_batches
+from sim2real.storage.translate_read import FrameBatch, PipelineConfig, read_batches
 from sim2real.storage.versions import DatasetStore, Version
 
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """How the translator runs: device, precision (``fp32``/``bf16``/``fp16``), compiled or not, the
-    batch size a compiled graph is specialised to, and the forward streams on CPU."""
-
-    device: str
-    precision: str = "fp32"
-    compile: bool = False
-    batch_size: int = 8
-    streams: int = 1
+_ENGINES = EngineCache(size=2)
 
 
-_ENGINE_LOCK = threading.Lock()
+def cached_engine(root: str, translator_id: str, engine: EngineConfig, batch_size: int) -> TranslatorEngine:
+    """The engine of registry translator ``translator_id`` for a resolved ``engine`` config, built once
+    per process (its forward threads serve every shard task of the process)."""
 
+    def build() -> TranslatorEngine:
+        model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
+        return TranslatorEngine(model, engine, batch_size)
 
-def cached_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
-    """The engine of registry translator ``translator_id``, built once per process and setting (its
-    forward streams serve every shard task of the process).
-
-    Built under a lock: the first shard tasks of a run start together, and without it each would load
-    the model (and, compiled, compile it) for an engine of its own.
-    """
-    with _ENGINE_LOCK:
-        return _build_engine(root, translator_id, engine)
-
-
-@functools.lru_cache(maxsize=2)
-def _build_engine(root: str, translator_id: str, engine: EngineConfig) -> TranslatorEngine:
-    model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
-    return TranslatorEngine(
-        model,
-        engine.device,
-        engine.precision,
-        engine.compile,
-        batch_size=engine.batch_size,
-        streams=engine.streams,
-    )
+    return _ENGINES.get((root, translator_id, engine, batch_size), build)
 
 
 def translated(
@@ -102,11 +74,11 @@ def translate_shard(
     plan: translation.TranslatePlan,
     index: int,
     encode: EncodeConfig,
-    read: ReadConfig,
+    pipeline: PipelineConfig,
     engine: EngineConfig,
-    encode_threads: int = 2,
 ) -> dict[str, Any]:
     """Translate source shard ``index`` into output shard ``index``; a shard done before is skipped.
+    ``pipeline`` and ``engine`` are resolved (:meth:`TranslateConfig.resolve`).
 
     Returns the shard's summary (``storage.translate.shard_summary``: file, counts; no rows) plus
     ``skipped`` and ``seconds``.
@@ -120,13 +92,13 @@ def translate_shard(
     url = plan.shard_urls[index]
     source_rows = translation.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
     batches = translated(
-        cached_engine(root, plan.lineage.translator_id, engine),
-        read_batches(url, read),
+        cached_engine(root, plan.lineage.translator_id, engine, pipeline.batch_size),
+        read_batches(url, pipeline),
         functools.partial(encode_rgb, config=encode),
     )
     out = (plan.name, plan.version, index)
     part = translation.write_translated_shard(
-        store, out, batches, (url, source_rows), encode, plan.lineage, encode_threads
+        store, out, batches, (url, source_rows), encode, plan.lineage, pipeline.encode_threads or 2
     )
     return {**translation.shard_summary(part), "skipped": False, "seconds": time.perf_counter() - started}
 

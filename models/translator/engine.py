@@ -14,9 +14,13 @@ the device never waits for the caller. It sees image tensors only: no files, sam
   inductor vectorises on CPU), one graph per input shape: a compiled engine pads every batch to a fixed
   number of frames (repeating the last frame), so a shard's short last batch reuses the graph. Compiling
   costs seconds to a minute per shape: it pays off on large runs, not on demos.
-* **Forward streams** (CPU) — ``streams=N`` runs forward passes on N engine threads at once, each with
-  cores ÷ N intra-op threads (:meth:`TranslatorEngine.submit`): two single-threaded forwards side by side
-  beat one forward spread over both cores of a 2-core machine by ~20 % (bench/RESULTS.md).
+* **Forward threads** (CPU) — ``forward_threads=N`` runs forward passes on N engine threads at once,
+  each with cores ÷ N intra-op threads (:meth:`TranslatorEngine.submit`): two single-threaded forwards
+  side by side beat one forward spread over both cores of a 2-core machine by ~20 % (bench/RESULTS.md).
+
+What decides the output bytes — device type, precision, compilation, the graph's form, intra-op threads
+per forward (bf16 instance norms with an affine reduce across them) — is :func:`engine_numerics` of the
+resolved :class:`EngineConfig`: the engine configures itself from it and the version id hashes it.
 """
 
 from __future__ import annotations
@@ -24,13 +28,14 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Literal, ParamSpec, TypeVar, get_args
+from typing import Any, Literal, ParamSpec, TypeVar, get_args
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.inference_graph import InferenceGraph
@@ -72,38 +77,117 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     return "fp16" if device.type == "cuda" else "fp32"
 
 
-def start_streams(streams: int, threads: int) -> ThreadPoolExecutor:
-    """A pool of ``streams`` threads that each run torch ops with ``threads`` intra-op threads.
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → ``cuda`` when available, else ``cpu``; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+# A field marked so does not change the output bytes; every other field feeds the version id.
+THROUGHPUT_ONLY: dict[str, Any] = {"changes_bytes": False}
+
+
+class EngineConfig(BaseModel):
+    """How the translator runs (``engine:`` of the translate config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # where the forward pass runs; auto = cuda when available, else cpu
+    device: str = Field(default="auto", description="auto, cpu, cuda or cuda:N")
+    # compute precision; bf16 moves some pixels by a level or two against fp32 (bench/RESULTS.md)
+    precision: Precision = Field(
+        default="auto",
+        description="auto = bf16 where the device has it natively (fp16 on older GPUs), else fp32",
+    )
+    # torch.compile the inference graph: seconds to a minute per input shape, for large runs
+    compile: bool = Field(default=False, description="torch.compile the translator (for large runs)")
+    # CPU: forward passes at once, each on a thread of its own (a GPU runs one)
+    forward_threads: int = Field(
+        default=2,
+        ge=1,
+        description="CPU: forward passes at once, each on its own thread with cores / forward_threads "
+        "intra-op threads (two single-threaded forwards beat one two-threaded forward by ~20 % on 2 cores)",
+        json_schema_extra=THROUGHPUT_ONLY,
+    )
+    # CPU: torch intra-op threads per forward pass; None = cores / forward_threads
+    intra_op_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU: torch threads per forward pass (default: cores / forward_threads); bf16 output "
+        "bytes depend on it",
+    )
+
+    def resolve(self) -> EngineConfig:
+        """The same config with ``auto`` and defaults decided for this machine (what the engine runs)."""
+        device = resolve_device(self.device)
+        cpu = device.type == "cpu"
+        forward_threads = min(self.forward_threads, torch.get_num_threads()) if cpu else 1
+        intra = (self.intra_op_threads or max(1, torch.get_num_threads() // forward_threads)) if cpu else None
+        return self.model_copy(
+            update={
+                "device": str(device),
+                "precision": resolve_precision(self.precision, device),
+                "forward_threads": forward_threads,
+                "intra_op_threads": intra,
+            }
+        )
+
+
+def engine_numerics(config: EngineConfig) -> dict[str, Any]:
+    """How a resolved engine computes: what decides its output bytes (beyond the weights and batch size).
+
+    The engine builds itself from this and the version id hashes it, so the two cannot disagree.
+    """
+    device = torch.device(config.device)
+    cast_graph = config.precision in _DTYPES and device.type == "cpu"
+    return {
+        "device": device.type,
+        "precision": config.precision,
+        "compiled": config.compile,
+        "intra_op_threads": config.intra_op_threads,
+        # On CPU a bf16 graph holds its weights in bf16 and runs channels-last without autocast.
+        "cast_graph": cast_graph,
+        "channels_last": device.type == "cuda" or cast_graph,
+        # Compiled, the instance norms take the form inductor vectorises; eager channels-last on CPU, one
+        # batch norm per sample (no layout round trip); otherwise the native kernel.
+        "norms": "two_pass" if config.compile else "samplewise" if cast_graph else "native",
+        "fold_upsampling": True,
+    }
+
+
+def start_threads(count: int, threads: int) -> ThreadPoolExecutor:
+    """A pool of ``count`` forward threads that each run torch ops with ``threads`` intra-op threads.
 
     Torch's thread count lives per thread (each thread's OpenMP setting, taken from a process-wide value
-    the first time the thread runs a parallel op or reads the count). Each stream sets its own while the
+    the first time the thread runs a parallel op or reads the count). Each thread sets its own while the
     caller waits for all of them; then the caller puts the process-wide value back, so threads started
     later (and the caller) keep the usual count. A thread that runs its first parallel op within that
     millisecond would take ``threads`` too (it would run slower, not wrong).
     """
     previous = torch.get_num_threads()
-    started = threading.Barrier(streams + 1)
+    started = threading.Barrier(count + 1)
     failures: list[str] = []
 
-    def init_stream() -> None:
+    def init_thread() -> None:
         torch.set_num_threads(threads)
         # Reading the count runs torch's once-per-thread initialisation now, from the process-wide value
         # just set; run later, it would take the value put back below.
         if torch.get_num_threads() != threads:
-            failures.append(f"forward stream got {torch.get_num_threads()} intra-op threads, not {threads}")
+            failures.append(f"forward thread got {torch.get_num_threads()} intra-op threads, not {threads}")
             started.abort()
             return
         started.wait()
 
-    pool = ThreadPoolExecutor(streams, thread_name_prefix="forward-stream", initializer=init_stream)
+    pool = ThreadPoolExecutor(count, thread_name_prefix="forward", initializer=init_thread)
     try:
         # Each submit finds no idle thread (the first ones wait at the barrier) and starts one more.
-        for _ in range(streams):
+        for _ in range(count):
             pool.submit(lambda: None)
         started.wait(timeout=60)
     except threading.BrokenBarrierError:
         pool.shutdown(wait=False, cancel_futures=True)
-        raise RuntimeError(f"could not start {streams} forward streams: {failures or 'timed out'}") from None
+        raise RuntimeError(f"could not start {count} forward threads: {failures or 'timed out'}") from None
     finally:
         torch.set_num_threads(previous)
     return pool
@@ -112,73 +196,74 @@ def start_streams(streams: int, threads: int) -> ThreadPoolExecutor:
 class TranslatorEngine:
     """Callable: B×3×H×W sim images in [0, 1] (any device) → real style, same shape, [0, 1], same device.
 
-    Deterministic for a given engine, device and batch. Safe to call from several threads: a compiled
-    graph's first call per input shape (the compilation) runs alone; once compiled, calls run side by
-    side like eager ones (running compiled code needs no lock; compiling does). ``streams`` (CPU only,
-    at most ``torch.get_num_threads()``) starts that many forward threads for :meth:`submit`, each with
-    ``torch.get_num_threads() // streams`` intra-op threads; calling the engine directly runs in the
-    caller's thread.
+    Deterministic for a given engine config, device and batch. Safe to call from several threads: a
+    compiled graph's first call per input shape (the compilation) runs alone; once compiled, calls run
+    side by side like eager ones (running compiled code needs no lock; compiling does). On CPU it starts
+    ``forward_threads`` threads for :meth:`submit` and :meth:`translate_batches`, each with
+    ``intra_op_threads`` torch threads; calling the engine directly runs in the caller's thread. Call
+    :meth:`close` (or use it as a context manager) to stop them.
     """
 
     def __init__(
         self,
         translator: Translator | StudentTranslator,
-        device: torch.device | str,
-        precision: str = "auto",
-        compile: bool = False,
-        fold: bool = True,
+        config: EngineConfig,
         batch_size: int = 8,
-        streams: int = 1,
+        fold: bool = True,
     ) -> None:
-        if streams < 1:
-            raise ValueError(f"TranslatorEngine: streams must be >= 1, got {streams}")
-        self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
-        self.compiled = compile
+        self.config = config.resolve()
+        numerics = engine_numerics(self.config)
+        self.device = torch.device(self.config.device)
+        self.precision = self.config.precision
+        self.compiled = self.config.compile
         self.batch_size = batch_size  # compiled engines pad every batch to this many frames
         self.stride = translator.stride
         self.dtype = _DTYPES.get(self.precision)
-        # On CPU a bf16 graph holds its weights in bf16 and runs channels-last without autocast (module doc).
-        self.cast_graph = self.dtype is not None and self.device.type == "cpu"
-        # Compiled, the instance norms take the form inductor vectorises; eager channels-last on CPU, one
-        # batch norm per sample (no layout round trip); otherwise the native kernel, which is faster
-        # than the two-pass form's separate ops.
-        norms = "two_pass" if compile else "samplewise" if self.cast_graph else "native"
+        self.cast_graph = bool(numerics["cast_graph"])
         if isinstance(translator, Translator):
-            graph = InferenceGraph(translator, fold=fold, norms=norms).to(self.device)
+            graph = InferenceGraph(translator, fold=fold, norms=numerics["norms"]).to(self.device)
             self.folded = graph.folded
         else:  # a distilled student is its own inference graph: no norms to swap, no upsampling to fold
             graph = copy.deepcopy(translator).requires_grad_(False).eval().to(self.device)
             self.folded = 0
         if self.cast_graph:
             graph = graph.to(self.dtype)
-        self.channels_last = self.device.type == "cuda" or self.cast_graph
+        self.channels_last = bool(numerics["channels_last"])
         if self.channels_last:
             graph = graph.to(memory_format=torch.channels_last)
         self.graph = graph
-        if compile:
+        if self.compiled:
             # Inductor's C++ toolchain probe warns about a missing CUDA runtime on CPU-only hosts: noise.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         # No ``dynamic=False``: torch.compile applies that as a process-wide config patch on every call,
         # which races when threads call at once. Inputs are marked static instead (one graph per shape).
-        self._forward = torch.compile(graph) if compile else graph
+        self._forward = torch.compile(graph) if self.compiled else graph
         self._compile_lock = threading.Lock()
         self._compiled_shapes: set[tuple[int, ...]] = set()
-        # Several CPU streams pay off, at most one per intra-op thread this process may use (a Dask
-        # worker started with one thread gets one stream); a GPU runs one (its own queue overlaps the host).
-        self.streams = min(streams, torch.get_num_threads()) if self.device.type == "cpu" else 1
-        self.threads_per_stream = max(1, torch.get_num_threads() // self.streams)
-        self._streams = start_streams(self.streams, self.threads_per_stream) if self.streams > 1 else None
+        # A GPU runs forwards from the caller's thread (its own queue overlaps the host).
+        self.forward_threads = self.config.forward_threads
+        self.intra_op_threads = self.config.intra_op_threads
+        self._threads = (
+            start_threads(self.forward_threads, self.intra_op_threads or 1)
+            if self.device.type == "cpu"
+            else None
+        )
+
+    def __enter__(self) -> TranslatorEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def describe(self) -> dict[str, object]:
-        """The settings that decide the output bytes (for version ids and reports)."""
-        return {"precision": self.precision, "compiled": self.compiled, "folded_upsampling": self.folded}
+        """How this engine computes (:func:`engine_numerics`) and how many upsamplings it folded."""
+        return {**engine_numerics(self.config), "folded_upsampling": self.folded}
 
     def submit(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Future[T]:
-        """Run ``fn(*args, **kwargs)`` (which calls this engine) on a forward stream; without streams,
-        run it now in this thread. Returns its future."""
-        if self._streams is not None:
-            return self._streams.submit(fn, *args, **kwargs)
+        """Run ``fn(*args, **kwargs)`` (which calls this engine) on a forward thread; on a GPU, run it now
+        in this thread. Returns its future."""
+        if self._threads is not None:
+            return self._threads.submit(fn, *args, **kwargs)
         future: Future[T] = Future()
         try:
             future.set_result(fn(*args, **kwargs))
@@ -187,9 +272,9 @@ class TranslatorEngine:
         return future
 
     def close(self) -> None:
-        """Stop the forward streams (after the work already submitted)."""
-        if self._streams is not None:
-            self._streams.shutdown(wait=True)
+        """Stop the forward threads (after the work already submitted)."""
+        if self._threads is not None:
+            self._threads.shutdown(wait=True)
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -219,24 +304,24 @@ class TranslatorEngine:
         input order; a ``None`` batch (frames that could not be read) comes out as ``(None, None)``.
 
         Batches are launched ahead of collection, one more than the engine runs at once: on CUDA the
-        device does not wait on the host, and on CPU every forward stream has a batch while the caller
-        produces the next one. ``encode``, where given and the engine runs several CPU forward streams,
-        runs on the stream that translated the batch right after its forward pass, while the pixels are
+        device does not wait on the host, and on CPU every forward thread has a batch while the caller
+        produces the next one. ``encode``, where given and the engine runs several CPU forward threads,
+        runs on the thread that translated the batch right after its forward pass, while the pixels are
         still in that core's cache (``encoded``: one result per frame); otherwise ``encoded`` is None and
-        the caller encodes (two busy threads on two cores instead of forward streams preempted by encoder
+        the caller encodes (two busy threads on two cores instead of forward threads preempted by encoder
         threads: 186-191 → 204-208 frames/s, bench/RESULTS.md).
         """
-        inline = encode if self.device.type == "cpu" and self.streams > 1 else None
+        inline = encode if self.device.type == "cpu" and self.forward_threads > 1 else None
         in_flight: deque[Callable[[], Translated]] = deque()
         for images in batches:
             in_flight.append(self._launch(images, inline))
-            if len(in_flight) > self.streams:
+            if len(in_flight) > self.forward_threads:
                 yield in_flight.popleft()()
         while in_flight:
             yield in_flight.popleft()()
 
     def _launch(self, images: np.ndarray | None, encode: Encoder | None) -> Callable[[], Translated]:
-        """Start translating one batch: on a CPU forward stream, or queued on the GPU. Returns the wait."""
+        """Start translating one batch: on a CPU forward thread, or queued on the GPU. Returns the wait."""
         if images is None:
             return lambda: (None, None)
         batch = torch.from_numpy(images)
@@ -258,7 +343,7 @@ class TranslatorEngine:
         return wait
 
     def _pixels_and_encoded(self, images: torch.Tensor, encode: Encoder | None) -> Translated:
-        """What a CPU forward stream runs per batch: the forward pass, then (``encode`` given) each frame's
+        """What a CPU forward thread runs per batch: the forward pass, then (``encode`` given) each frame's
         encoding."""
         pixels = self.pixels(images).numpy()
         return pixels, None if encode is None else [encode(pixels[i]) for i in range(len(pixels))]
@@ -296,8 +381,27 @@ class TranslatorEngine:
         return self._forward(x)
 
 
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+class EngineCache:
+    """The engines a process keeps, at most ``size``: each built once per key, under a lock (the first
+    shard tasks of a run start together, and each would otherwise load — and, compiled, compile — an
+    engine of its own), and closed when evicted, least recently used first, so its threads end."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._engines: OrderedDict[Hashable, TranslatorEngine] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Hashable, build: Callable[[], TranslatorEngine]) -> TranslatorEngine:
+        """The engine under ``key``, built by ``build()`` when absent."""
+        with self._lock:
+            engine = self._engines.pop(key, None) or build()
+            self._engines[key] = engine
+            while len(self._engines) > self.size:
+                self._engines.popitem(last=False)[1].close()
+            return engine
+
+    def clear(self) -> None:
+        """Close and forget every engine."""
+        with self._lock:
+            while self._engines:
+                self._engines.popitem()[1].close()

@@ -51,7 +51,7 @@ def test_nightly_parameters_validate_against_the_flow_schema() -> None:
     spec = yaml.safe_load((DEPLOY / "prefect.yaml").read_text())
     nightly = next(d for d in spec["deployments"] if d["name"] == "nightly")
     params = NightlyParams.model_validate(nightly["parameters"]["params"])
-    assert params.translate.compile and params.profile == "full"
+    assert params.translate.engine.compile and params.profile == "full"
 
 
 def test_deployments_schedule_and_concurrency_on_the_server(

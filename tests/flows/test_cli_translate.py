@@ -80,7 +80,8 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         "device": "cpu",
         "precision": "auto",
         "compile_model": False,
-        "cpu_streams": 2,
+        "forward_threads": 2,
+        "config_file": None,
         "root": root,
         "as_json": False,
     }
@@ -88,7 +89,7 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         translate("sim@latest", translator=model_id, runner="spark", **common)
     with pytest.raises(typer.BadParameter, match="fp16: not supported on CPU"):
         translate("sim@latest", translator=model_id, runner="thread", **{**common, "precision": "fp16"})
-    with pytest.raises(typer.BadParameter, match="precision 'fp8'"):
+    with pytest.raises(typer.BadParameter, match="engine.precision: Input should be .* \\(got 'fp8'\\)"):
         translate("sim@latest", translator=model_id, runner="thread", **{**common, "precision": "fp8"})
     with pytest.raises(VersionNotFound, match="sim@nope"):
         translate("sim@nope", translator=model_id, runner="thread", **common)

@@ -90,7 +90,9 @@ def params(world: dict[str, Any], gate: GateConfig) -> NightlyParams:
         tasks=["segmentation"],
         gate=gate,
         quality=QUALITY,
-        translate=TranslateConfig(batch_size=4, decode_workers=0, device="cpu"),
+        translate=TranslateConfig.model_validate(
+            {"pipeline": {"batch_size": 4, "decode_workers": 0}, "engine": {"device": "cpu"}}
+        ),
         root=world["root"],
     )
 

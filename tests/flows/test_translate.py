@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,10 +25,10 @@ from sim2real.flows.translate import (
     TranslateConfig,
     run_translate,
     translate_flow,
-    version_config,
 )
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
+from sim2real.models.translator.engine import EngineConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
@@ -41,7 +40,9 @@ from sim2real.tasks import translate as translate_tasks
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FRAMES = 10
-CONFIG = TranslateConfig(batch_size=3, decode_workers=1, device="cpu")
+CONFIG = TranslateConfig.model_validate(
+    {"pipeline": {"batch_size": 3, "decode_workers": 1}, "engine": {"device": "cpu"}}
+)
 
 
 def tiny_translator_config() -> TranslatorConfig:
@@ -238,31 +239,9 @@ def test_corrupt_frame_is_quarantined_and_the_rest_translates(world: dict[str, A
     assert bad_key not in keys and len(keys) == FRAMES - 1
 
 
-def test_config_resolves_engine_and_workers_and_version_covers_numerics_only(monkeypatch):
-    cpu = torch.device("cpu")
-    config = TranslateConfig(batch_size=16, precision="fp32", compile=True)
-    assert config.engine(cpu) == translate_tasks.EngineConfig("cpu", "fp32", True, 16, streams=2)
-    assert config.engine(torch.device("cuda")).streams == 1  # one stream per GPU
-    assert config.read(cpu).decode_workers == 0  # CPU default: decode in the task
-    assert TranslateConfig(decode_workers=3).read(cpu).decode_workers == 3
-    assert TranslateConfig(decode_workers=None).read(torch.device("cuda")).decode_workers >= 1
-    assert TranslateConfig().encoders(cpu) == 2 and TranslateConfig(encode_threads=3).encoders(cpu) == 3
-    monkeypatch.setattr(os, "cpu_count", lambda: 16)  # a GPU host: two tasks, each a quarter of the cores
-    assert TranslateConfig().encoders(torch.device("cuda")) == 4
-    assert TranslateConfig(encode_threads=1).encoders(torch.device("cuda")) == 1
-    base = version_config(TranslateConfig(precision="fp32"), cpu)
-    same = TranslateConfig(precision="fp32", batch_size=2, decode_workers=2, cpu_streams=1)
-    assert version_config(same, cpu) == base
-    assert version_config(TranslateConfig(precision="bf16"), cpu) != base
-    assert version_config(TranslateConfig(precision="fp32", compile=True), cpu) != base
-    assert version_config(TranslateConfig(precision="fp32", png_strategy="default"), cpu) != base
-    assert version_config(TranslateConfig(precision="fp32", png_filter="adaptive"), cpu) != base
-    assert TranslateConfig(png_strategy="huffman").encode().png_strategy == "huffman"
-    assert TranslateConfig(png_filter="up").encode().png_filter == "up"
-
-
 def test_compiled_engine_through_the_flow_matches_eager_pixels_and_copies_labels(world: dict[str, Any]):
-    config = CONFIG.model_copy(update={"compile": True})  # what the nightly deployment runs
+    config = CONFIG.model_copy(update={"engine": CONFIG.engine.model_copy(update={"compile": True})})
+    # (what the nightly deployment runs)
     result = translate_flow(world["source"], world["translator"], "toy-compiled", world["root"], config)
     assert result["samples"] == FRAMES and result["version"] != world["result"]["version"]
     store = DatasetStore(world["root"])
@@ -292,9 +271,11 @@ def test_shard_tasks_starting_together_build_one_engine(monkeypatch):
         return build_translator(tiny_translator_config()), {}
 
     monkeypatch.setattr(translate_tasks, "load_translator", slow_load)
-    config = translate_tasks.EngineConfig("cpu", "fp32", batch_size=3, streams=1)
+    config = EngineConfig(device="cpu", precision="fp32", forward_threads=1).resolve()
     key = f"race-{time.monotonic_ns()}"  # not in the process's cache yet
     with ThreadPoolExecutor(max_workers=3) as pool:
-        engines = list(pool.map(lambda _: translate_tasks.cached_engine("/nowhere", key, config), range(3)))
+        engines = list(
+            pool.map(lambda _: translate_tasks.cached_engine("/nowhere", key, config, 3), range(3))
+        )
     assert loads == [key]
     assert engines[0] is engines[1] is engines[2]

@@ -17,58 +17,12 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import torch
 
 from sim2real.flows.translate import TranslateConfig, translate_flow
-from sim2real.models.translator.checkpoint import translator_weights
-from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
-from sim2real.models.translator.model import Translator, build_translator
-from sim2real.storage import ingest
-from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-
-
-def tiny_model() -> tuple[TranslatorConfig, Translator]:
-    config = TranslatorConfig(
-        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
-        train=TrainConfig(crop_height=32, crop_width=32),
-    )
-    torch.manual_seed(0)
-    model = build_translator(config)
-    with torch.no_grad():
-        model.real_style.normal_()
-    return config, model.eval()
-
-
-def canary(model: Translator) -> str:
-    """This platform's float kernels: CPU capability, bf16 support and an fp32 forward pass's bytes."""
-    images = torch.from_numpy(np.random.default_rng(3).random((2, 3, 32, 64), dtype=np.float32))
-    with torch.inference_mode():
-        out = model.translate(images * 2 - 1).add(1).mul(127.5).round().to(torch.uint8).numpy().tobytes()
-    capability = torch.backends.cpu.get_cpu_capability()
-    if torch.cpu._is_amx_tile_supported():  # bf16 convolutions run on AMX tiles, other kernels
-        capability += "+AMX"
-    return f"{capability}/{torch.__version__}/{hashlib.md5(out).hexdigest()[:12]}"
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """7 toy frames ingested in shards of 4 (no Prefect) and the tiny translator in the registry."""
-    tmp = tmp_path_factory.mktemp("pins")
-    write_export(tmp / "export", ToySimConfig(style="sim", height=32, width=64, seed=11), 7)
-    root = str(tmp / "root")
-    config4 = ingest.IngestConfig(max_shard_samples=4)
-    source = ingest.ingest_serially(DatasetStore(root), str(tmp / "export"), "pin", config4)
-    config, model = tiny_model()
-    translator = TranslatorRegistry(root).save(
-        translator_weights(model), {"config": config.model_dump(mode="json"), "steps": 0}
-    )
-    return {"root": root, "source": source.ref, "translator": translator, "canary": canary(model)}
 
 
 def fingerprint(root: str, result: dict[str, Any]) -> dict[str, str]:
@@ -89,20 +43,19 @@ def fingerprint(root: str, result: dict[str, Any]) -> dict[str, str]:
 
 # The knobs as a user sets them on the CLI (--precision, --format, --batch-size, --cpu-streams).
 CASES = {
-    "defaults": {"device": "cpu"},
+    "defaults": {"engine": {"device": "cpu"}},
     "fp32-jpg-1thread": {
-        "device": "cpu",
-        "precision": "fp32",
-        "image_format": "jpg",
-        "batch_size": 3,
-        "cpu_streams": 1,
+        "encode": {"image_format": "jpg"},
+        "pipeline": {"batch_size": 3},
+        "engine": {"device": "cpu", "precision": "fp32", "forward_threads": 1},
     },
 }
 
 CANARY = "AVX512+AMX/2.14.1+cu130/f7fd0eff28e6"  # recorded 2026-12-05 on the project's 2-core box
-# (shard md5s and version ids re-recorded when ingest ids became content digests, issue 15: the source
-# ref is in each translated meta.json; every image md5 unchanged)
-# case: (version id, {shard file or image member: md5[:16]})
+# case: (version id, {shard file or image member: md5[:16]}). Shard md5s and version ids were re-recorded
+# when ingest ids became content digests (issue 15: the source ref is in each translated meta.json), and
+# the ids once more when the id became a hash of TranslateConfig.version_key (no hand-bumped engine
+# string); every image md5 unchanged since the first recording.
 PINNED: dict[str, tuple[str, dict[str, str]]] = {
     "defaults": (
         "fe401fb2e5a09efd",
@@ -136,10 +89,10 @@ PINNED: dict[str, tuple[str, dict[str, str]]] = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_translated_bytes_are_pinned(world: dict[str, Any], case: str):
-    result = translate_flow(
-        world["source"], world["translator"], f"pin-{case}", world["root"], TranslateConfig(**CASES[case])
-    )
+def test_translated_bytes_are_pinned(translate_world: dict[str, Any], case: str):
+    world = translate_world
+    config = TranslateConfig.model_validate(CASES[case])
+    result = translate_flow(world["source"], world["translator"], f"pin-{case}", world["root"], config)
     found = fingerprint(world["root"], result)
     if os.environ.get("PIN_PRINT"):
         print(f"\nCANARY = {world['canary']!r}\n{case!r}: ({result['version']!r}, {found!r}),")

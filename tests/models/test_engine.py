@@ -9,7 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.models.translator.engine import TranslatorEngine, native_bf16, resolve_precision
+from sim2real.models.translator.engine import (
+    EngineCache,
+    EngineConfig,
+    TranslatorEngine,
+    native_bf16,
+    resolve_precision,
+)
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.inference_graph import (
     InferenceGraph,
@@ -26,6 +32,11 @@ from sim2real.models.translator.model import build_translator
 from sim2real.models.translator.networks import AdaINResBlock
 
 from .test_translator import tiny_config
+
+
+def cpu(**fields) -> EngineConfig:
+    """A CPU engine config; one forward thread unless told (the caller's thread count decides)."""
+    return EngineConfig(**{"device": "cpu", "forward_threads": 1, **fields})
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +84,7 @@ def test_inference_graph_folds_every_decoder_upsample(model):
 @pytest.mark.parametrize("size", [(37, 53), (32, 32), (5, 7)])
 def test_fp32_engine_matches_the_reference_translation(model, size: tuple[int, int]):
     images = torch.rand(3, 3, *size, generator=torch.Generator().manual_seed(1))
-    engine = TranslatorEngine(model, "cpu", precision="fp32")
+    engine = TranslatorEngine(model, cpu(precision="fp32"))
     out = engine(images)
     assert out.shape == images.shape and out.min() >= 0 and out.max() <= 1
     torch.testing.assert_close(out, translate_batch(model, images), rtol=0, atol=1e-5)
@@ -93,8 +104,8 @@ def test_precision_resolution():
 
 def test_bf16_engine_stays_close_to_fp32(model):
     images = torch.rand(4, 3, 40, 64, generator=torch.Generator().manual_seed(2))
-    reference = TranslatorEngine(model, "cpu", precision="fp32")(images)
-    engine = TranslatorEngine(model, "cpu", precision="bf16")
+    reference = TranslatorEngine(model, cpu(precision="fp32"))(images)
+    engine = TranslatorEngine(model, cpu(precision="bf16"))
     out = engine(images)
     levels = (out - reference).abs().mul(255)
     assert levels.mean() < 1.0 and levels.max() < 16, (levels.mean(), levels.max())
@@ -167,7 +178,7 @@ def test_samplewise_norms_switch_every_instance_norm_and_keep_the_output(model):
 
 
 def test_cpu_bf16_engine_holds_a_bf16_channels_last_graph(model):
-    engine = TranslatorEngine(model, "cpu", precision="bf16")
+    engine = TranslatorEngine(model, cpu(precision="bf16"))
     params = list(engine.graph.parameters())
     assert params and all(p.dtype == torch.bfloat16 for p in params)
     convs = [m for m in engine.graph.modules() if isinstance(m, nn.Conv2d)]
@@ -179,7 +190,7 @@ def test_cpu_bf16_engine_holds_a_bf16_channels_last_graph(model):
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_engine_pixels_are_the_rounded_translation_as_height_width_channels(model, precision: str):
-    engine = TranslatorEngine(model, "cpu", precision=precision)
+    engine = TranslatorEngine(model, cpu(precision=precision))
     # Decoded batches are H×W×3 arrays seen as B×3×H×W: channels-last strides.
     images = torch.randint(
         0, 256, (3, 24, 40, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(8)
@@ -196,8 +207,8 @@ def test_engine_pixels_are_the_rounded_translation_as_height_width_channels(mode
 
 def test_compiled_engine_matches_eager_and_is_thread_safe(model):
     images = torch.rand(2, 3, 24, 40, generator=torch.Generator().manual_seed(3))
-    eager = TranslatorEngine(model, "cpu", precision="fp32")(images)
-    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True, batch_size=2)
+    eager = TranslatorEngine(model, cpu(precision="fp32"))(images)
+    engine = TranslatorEngine(model, cpu(precision="fp32", compile=True), batch_size=2)
     torch.testing.assert_close(engine(images), eager, rtol=0, atol=1e-4)
     short = engine(images[1:])  # a short last batch is padded to the compiled batch size
     assert short.shape == (1, 3, 24, 40)
@@ -223,7 +234,7 @@ def test_compiled_engine_matches_eager_and_is_thread_safe(model):
 
 
 def test_compiled_engine_compiles_each_new_shape_once_under_concurrent_first_calls(model):
-    engine = TranslatorEngine(model, "cpu", precision="fp32", compile=True, batch_size=2)
+    engine = TranslatorEngine(model, cpu(precision="fp32", compile=True), batch_size=2)
     sizes = [(16, 32), (24, 40), (16, 32), (24, 40)]
     batches = [
         torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(i)) for i, size in enumerate(sizes)
@@ -236,7 +247,7 @@ def test_compiled_engine_compiles_each_new_shape_once_under_concurrent_first_cal
         thread.join()
     assert sorted(results) == [0, 1, 2, 3]
     assert engine._compiled_shapes == {(2, 3, 16, 32), (2, 3, 24, 40)}  # stride-padded shapes, one each
-    eager = TranslatorEngine(model, "cpu", precision="fp32")
+    eager = TranslatorEngine(model, cpu(precision="fp32"))
     for i, batch in enumerate(batches):
         torch.testing.assert_close(results[i], eager(batch), rtol=0, atol=1e-4)
 
@@ -250,17 +261,17 @@ def two_threads():
     torch.set_num_threads(outer)
 
 
-def test_forward_streams_run_with_their_own_thread_count(model, two_threads):
+def test_forward_threads_run_with_their_own_intra_op_thread_count(model, two_threads):
     before = torch.get_num_threads()
-    engine = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
+    engine = TranslatorEngine(model, cpu(precision="fp32", forward_threads=2))
     try:
-        assert engine.streams == 2
-        assert engine.threads_per_stream == max(1, before // 2)
+        assert engine.forward_threads == 2
+        assert engine.intra_op_threads == max(1, before // 2)
         assert torch.get_num_threads() == before, "the caller's thread count is put back"
         seen = {engine.submit(torch.get_num_threads).result() for _ in range(8)}
-        assert seen == {engine.threads_per_stream}
+        assert seen == {engine.intra_op_threads}
         names = {engine.submit(lambda: threading.current_thread().name).result() for _ in range(8)}
-        assert all(name.startswith("forward-stream") for name in names) and 1 <= len(names) <= 2
+        assert all(name.startswith("forward") for name in names) and 1 <= len(names) <= 2
         fresh: list[int] = []
         thread = threading.Thread(target=lambda: fresh.append(torch.get_num_threads()))
         thread.start()
@@ -275,14 +286,40 @@ def test_forward_streams_run_with_their_own_thread_count(model, two_threads):
             failing.result()
     finally:
         engine.close()
-    single = TranslatorEngine(model, "cpu", precision="fp32")
-    assert single.streams == 1 and single.submit(torch.get_num_threads).result() == before  # inline
-    torch.set_num_threads(1)  # e.g. a Dask worker: one thread, so one stream
-    assert TranslatorEngine(model, "cpu", precision="fp32", streams=2).streams == 1
-    with pytest.raises(ValueError, match="streams must be >= 1"):
-        TranslatorEngine(model, "cpu", precision="fp32", streams=0)
+    with TranslatorEngine(model, cpu(forward_threads=1)) as single:  # one thread with every core
+        assert single.forward_threads == 1 and single.submit(torch.get_num_threads).result() == before
+    torch.set_num_threads(1)  # e.g. a Dask worker: one thread, so one forward thread
+    with TranslatorEngine(model, cpu(forward_threads=2)) as one:
+        assert (one.forward_threads, one.intra_op_threads) == (1, 1)
+    with pytest.raises(ValueError, match="forward_threads"):
+        cpu(forward_threads=0)
+
+
+def test_engine_cache_builds_once_and_closes_what_it_evicts(model):
+    cache = EngineCache(size=1)
+    built: list[str] = []
+
+    def build(name: str):
+        def make() -> TranslatorEngine:
+            built.append(name)
+            return TranslatorEngine(model, cpu(forward_threads=2))
+
+        return make
+
+    first = cache.get("a", build("a"))
+    assert cache.get("a", build("a")) is first and built == ["a"]
+    threads = {t.name for t in threading.enumerate() if t.name.startswith("forward")}
+    second = cache.get("b", build("b"))
+    assert built == ["a", "b"]
+    with pytest.raises(RuntimeError, match="shutdown"):
+        first.submit(lambda: None)  # evicted: closed
+    cache.clear()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        second.submit(lambda: None)
+    left = {t.name for t in threading.enumerate() if t.name.startswith("forward")}
+    assert not (left & threads), "the evicted engine's forward threads ended"
 
 
 def test_engine_rejects_non_image_batches(model):
     with pytest.raises(ValueError, match="B×3×H×W"):
-        TranslatorEngine(model, "cpu", precision="fp32")(torch.rand(3, 8, 8))
+        TranslatorEngine(model, cpu(precision="fp32"))(torch.rand(3, 8, 8))

@@ -148,7 +148,9 @@ def test_translate_on_a_scale_out_engine_against_the_s3_root(engine: str, export
         source=f"toy@{source['version']}",
         translator=translator,
         root=s3_root,
-        config=TranslateConfig(batch_size=2, decode_workers=0, device="cpu"),
+        config=TranslateConfig.model_validate(
+            {"pipeline": {"batch_size": 2, "decode_workers": 0}, "engine": {"device": "cpu"}}
+        ),
     )
     assert (result["samples"], result["shards"]) == (FRAMES, 3)
     assert result["path"].startswith(f"s3://{BUCKET}/")

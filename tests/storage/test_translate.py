@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
@@ -23,7 +23,7 @@ from sim2real.storage.image_encoding import PNG_STRATEGIES, EncodeConfig, encode
 from sim2real.storage.manifest import manifest_row, with_member_hashes
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.translate import LabelMismatch, Lineage, write_translated_shard
-from sim2real.storage.translate_read import FrameBatch, ReadConfig, decode_pool, read_batches
+from sim2real.storage.translate_read import FrameBatch, PipelineConfig, decode_pool, read_batches
 from sim2real.storage.versions import DatasetStore
 from sim2real.tasks.translate import translated
 
@@ -76,7 +76,7 @@ def model() -> torch.nn.Module:
 
 @pytest.fixture(scope="module")
 def engine(model) -> TranslatorEngine:
-    return TranslatorEngine(model, "cpu", precision="fp32")
+    return TranslatorEngine(model, EngineConfig(device="cpu", precision="fp32", forward_threads=1))
 
 
 @dataclass
@@ -93,7 +93,7 @@ class Frame:
 
 
 def translate_shard_frames(
-    engine: TranslatorEngine, url: str, config: ReadConfig, encode=None
+    engine: TranslatorEngine, url: str, config: PipelineConfig, encode=None
 ) -> list[FrameBatch]:
     """The chain the shard task runs: read → translate (→ write, separately)."""
     return list(translated(engine, read_batches(url, config), encode))
@@ -116,7 +116,7 @@ def frames_of(batches: list[FrameBatch]) -> list[Frame]:
 
 
 def run(engine: TranslatorEngine, url: str, workers: int, batch_size: int = 3) -> dict[str, Frame]:
-    config = ReadConfig(batch_size=batch_size, decode_workers=workers)
+    config = PipelineConfig(batch_size=batch_size, decode_workers=workers)
     return {f.key: f for f in frames_of(translate_shard_frames(engine, url, config))}
 
 
@@ -186,8 +186,10 @@ def test_batched_pixels_match_single_image_translation(model, engine, shard):
 def test_written_shard_copies_labels_and_quarantines_bad_frames(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=1))
-    part = write_translated_shard(store, ("out", "v1", 0), frames, (url, rows), EncodeConfig("jpg"), LINEAGE)
+    frames = translate_shard_frames(engine, url, PipelineConfig(batch_size=3, decode_workers=1))
+    part = write_translated_shard(
+        store, ("out", "v1", 0), frames, (url, rows), EncodeConfig(image_format="jpg"), LINEAGE
+    )
     assert sorted(q["key"] for q in part["quarantine"]) == [f"frame-{i:03d}" for i in sorted(BAD)]
     written = list(read_shard(store.fs, store.shard_path("out", "v1", 0)))
     assert [k for k, _ in written] == [
@@ -203,7 +205,7 @@ def test_written_shard_copies_labels_and_quarantines_bad_frames(engine, shard, t
 def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    frames = translate_shard_frames(engine, url, PipelineConfig(batch_size=3, decode_workers=0))
     victim = next(f for f in frames_of(frames) if f.rgb is not None)
     tamper(frames, victim.key, **{"seg.png": b"x"})
     with pytest.raises(LabelMismatch, match=rf"{victim.key}.*seg.png"):
@@ -212,22 +214,24 @@ def test_label_differing_from_source_manifest_stops_the_shard(engine, shard, tmp
     assert not store.fs.exists(store.part_path("out", "v1", 0))
 
 
-def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model, engine, shard, tmp_path):
+def test_forward_threads_encode_their_own_frames_and_the_shard_bytes_do_not_change(
+    model, engine, shard, tmp_path
+):
     _, url, rows = shard
-    config = ReadConfig(batch_size=3, decode_workers=0)
-    png = EncodeConfig("png")
+    config = PipelineConfig(batch_size=3, decode_workers=0)
+    png = EncodeConfig(image_format="png")
 
     def encode(rgb: np.ndarray) -> bytes:
         return encode_rgb(rgb, png)
 
-    streamed = TranslatorEngine(model, "cpu", precision="fp32", streams=2)
-    if streamed.streams < 2:
+    streamed = TranslatorEngine(model, EngineConfig(device="cpu", precision="fp32", forward_threads=2))
+    if streamed.forward_threads < 2:
         pytest.skip("one intra-op thread: the engine runs one stream")
     inline = translate_shard_frames(streamed, url, config, encode=encode)
     done = [f for f in frames_of(inline) if f.rgb is not None]
     assert done and all(f.encoded == encode(f.rgb) for f in done)
     assert all(f.encoded is None for f in frames_of(inline) if f.rgb is None)
-    # One stream (the caller's thread): frames come out unencoded, for the writer's encoder pool.
+    # One forward thread: frames come out unencoded, for the writer's encoder pool.
     unencoded = frames_of(translate_shard_frames(engine, url, config, encode=encode))
     assert all(f.encoded is None for f in unencoded)
 
@@ -246,12 +250,12 @@ def test_streams_encode_their_own_frames_and_the_shard_bytes_do_not_change(model
 def test_a_frame_missing_or_foreign_to_the_source_manifest_stops_the_shard(engine, shard, tmp_path: Path):
     _, url, rows = shard
     store = DatasetStore(str(tmp_path))
-    frames = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    frames = translate_shard_frames(engine, url, PipelineConfig(batch_size=3, decode_workers=0))
     dropped = drop(frames, "frame-002")
     with pytest.raises(LabelMismatch, match=r"differ from the source manifest: missing \['frame-002'\]"):
         write_translated_shard(store, ("out", "v1", 0), dropped, (url, rows), EncodeConfig(), LINEAGE)
     victim = next(f for f in frames_of(frames) if f.rgb is not None)
-    swapped = translate_shard_frames(engine, url, ReadConfig(batch_size=3, decode_workers=0))
+    swapped = translate_shard_frames(engine, url, PipelineConfig(batch_size=3, decode_workers=0))
     batch = next(b for b in swapped if victim.key in b.keys)
     batch.keys[batch.keys.index(victim.key)] = "frame-999"
     with pytest.raises(LabelMismatch, match="'frame-999' is not in the source manifest"):
@@ -264,23 +268,26 @@ def test_a_frame_missing_or_foreign_to_the_source_manifest_stops_the_shard(engin
 def test_encoding_is_deterministic_and_png_lossless():
     rgb = np.random.default_rng(1).integers(0, 256, (17, 23, 3), dtype=np.uint8)
     rgb[:8] = rgb[0, 0]  # a flat band, where the zlib strategies differ
-    for config in (EncodeConfig("png"), EncodeConfig("jpg", jpeg_quality=80)):
+    for config in (EncodeConfig(image_format="png"), EncodeConfig(image_format="jpg", jpeg_quality=80)):
         assert encode_rgb(rgb, config) == encode_rgb(rgb.copy(), config)
     for png_filter in ("paeth", "adaptive"):  # our writer and PIL's
         encoded = {
-            s: encode_rgb(rgb, EncodeConfig("png", png_strategy=s, png_filter=png_filter))
+            s: encode_rgb(rgb, EncodeConfig(image_format="png", png_strategy=s, png_filter=png_filter))
             for s in PNG_STRATEGIES
         }
         assert encoded["rle"] != encoded["default"]  # the strategy reaches zlib
         for data in encoded.values():
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
-    by_filter = {f: encode_rgb(rgb, EncodeConfig("png", png_filter=f)) for f in ("adaptive", "paeth", "sub")}
+    by_filter = {
+        f: encode_rgb(rgb, EncodeConfig(image_format="png", png_filter=f))
+        for f in ("adaptive", "paeth", "sub")
+    }
     assert len(set(by_filter.values())) == 3  # the filter reaches the writer
-    assert encode_rgb(rgb, EncodeConfig("png")) == by_filter["paeth"]  # the default: paeth, rle
-    with pytest.raises(ValueError, match="png_strategy 'lz4'"):
-        EncodeConfig("png", png_strategy="lz4")  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="png_filter 'median'"):
-        EncodeConfig("png", png_filter="median")  # type: ignore[arg-type]
+    assert encode_rgb(rgb, EncodeConfig(image_format="png")) == by_filter["paeth"]  # the default: paeth, rle
+    with pytest.raises(ValueError, match="(?s)png_strategy.*input_value='lz4'"):
+        EncodeConfig(image_format="png", png_strategy="lz4")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="(?s)png_filter.*input_value='median'"):
+        EncodeConfig(image_format="png", png_filter="median")  # type: ignore[arg-type]
 
 
 @pytest.mark.gpu
@@ -288,7 +295,9 @@ def test_encoding_is_deterministic_and_png_lossless():
 def test_cuda_pipeline_matches_cpu_closely(model, engine, shard):
     _, url, _ = shard
     cpu = run(engine, url, workers=1)
-    cuda = run(TranslatorEngine(model, "cuda"), url, workers=1)  # bf16 where the GPU has it
+    cuda = run(
+        TranslatorEngine(model, EngineConfig(device="cuda")), url, workers=1
+    )  # bf16 where the GPU has it
     for key, frame in cpu.items():
         if frame.rgb is None:
             assert cuda[key].rgb is None
@@ -308,7 +317,7 @@ def test_decode_pool_starts_every_worker_up_front():
 
 def test_decode_pool_is_kept_and_a_dead_worker_gives_a_clear_retryable_error(shard):
     _, url, _ = shard
-    config = ReadConfig(batch_size=3, decode_workers=1)
+    config = PipelineConfig(batch_size=3, decode_workers=1)
     first = list(read_batches(url, config))
     pool = decode_pool(1, config.start_method)
     assert decode_pool(1, config.start_method) is pool, "one pool per process, reused across shards"
