@@ -161,7 +161,9 @@ def train_segment(run: DistillRun, stop_step: int) -> dict[str, Any]:
 
     with TranslatorEngine(teacher, EngineConfig(device=str(run.device), forward_threads=1)) as engine:
         batches = distill_batches(samples, engine, train, seed=seed)
-        rows = run_distillation(state, teacher, batches, run.config, run.device, stop_step, on_checkpoint=save)
+        rows = run_distillation(
+            state, teacher, batches, run.config, run.device, stop_step, on_checkpoint=save
+        )
     write_json(losses_url, history + rows)
     return {"start": start, "step": state.step, "rows": rows}
 
