@@ -103,9 +103,10 @@ def promote_translator_command(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Make a registry translator the promoted one (what `nightly --translator production` uses)."""
-    from sim2real.flows.promotion import promote_translator
+    from sim2real.storage.registry import TranslatorRegistry
 
-    result = promote_translator(root or default_root(), translator_id, alias)
+    registry = TranslatorRegistry(root or default_root())
+    result = registry.set_alias(alias, registry.resolve(translator_id))
     emit(result, as_json, f"translator {alias} → {result['id']}")
 
 
@@ -115,7 +116,7 @@ def gate(
     as_json: bool = JSON_OPT,
 ) -> None:
     """Show the recorded quality-gate decision of a version."""
-    from sim2real.flows.promotion import read_gate
+    from sim2real.storage.promotion import read_gate
 
     record = read_gate(root or default_root(), ref)
     if record is None:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from pydantic import ValidationError
 
 from sim2real.flows.cli import emit
-from sim2real.flows.translate_config import TranslateConfig, one_line
-from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, default_root
+
+if TYPE_CHECKING:  # the config imports torch: only when translating (CLI start-up stays fast)
+    from sim2real.flows.translate_config import TranslateConfig
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
 ROOT_OPT = typer.Option(None, "--root", help="Storage root URL (default: $SIM2REAL_ROOT or ./data).")
@@ -72,8 +72,9 @@ def translate(
         raise typer.BadParameter(str(exc)) from exc
     root = root or default_root()
     DatasetStore(root).open(ref)  # fail fast, before any flow starts: unknown version or translator
+    from sim2real.storage.registry import TranslatorRegistry  # imports torch: only when translating
 
-    TranslatorRegistry(root).card(translator)
+    TranslatorRegistry(root).resolve(translator)
     quiet_prefect()
     result = run_translate(
         RunnerConfig(kind=runner, address=address),  # type: ignore[arg-type]
@@ -93,6 +94,10 @@ def translate(
 def translate_config(path: Path | None, flags: dict[str, dict[str, Any]]) -> TranslateConfig:
     """The config file's settings (defaults without one), with every flag that was given on top.
     Raises ``ValueError`` naming the file and key on a bad value or an unknown key."""
+    from pydantic import ValidationError
+
+    from sim2real.flows.translate_config import TranslateConfig, one_line
+
     base = TranslateConfig.from_yaml(path) if path else TranslateConfig()
     data = base.model_dump()
     for part, values in flags.items():

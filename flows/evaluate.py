@@ -16,7 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim2real.flows.evaluate_report import display_rows, markdown_report, task_tables
 from sim2real.flows.reporting import artifact_key, table
+from sim2real.models.device import resolve_device
 from sim2real.models.perception_train import (
     TASK_NAMES,
     ArmRun,
@@ -157,15 +157,6 @@ def check_backbone_weights(models: dict[str, Any]) -> None:
             get_task(task).build(config)
 
 
-def pick_device(choice: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``."""
-    if choice == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("evaluate profile asks for device 'cuda' but CUDA is not available")
-    return choice
-
-
 @flow(name="retrain-and-evaluate", flow_run_name="evaluate-{real}")
 def retrain_and_evaluate(
     real: str,
@@ -187,7 +178,7 @@ def retrain_and_evaluate(
     config = load_profile(request.profile)
     root = request.root or default_root()
     resolved = evaluate_tasks.resolve_versions(root, [request.real, *request.extras, request.val])
-    device = pick_device(config.device)
+    device = str(resolve_device(config.device))
     check_backbone_weights(task_models(config, request.tasks, request.backbone_weights))
     arms = plan_arms(config, request, resolved)
     results = []

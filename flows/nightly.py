@@ -10,33 +10,25 @@ evaluated and not promoted; the run's summary artifact and ``gates/{version}.jso
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.flows.evaluate import TaskName, retrain_and_evaluate
 from sim2real.flows.events import evaluation_by_caller
 from sim2real.flows.ingest import ingest_flow
-from sim2real.flows.promotion import (
-    DEFAULT_ALIAS,
-    GateConfig,
-    QualityReport,
-    check_gate,
-    promote_version_task,
-    record_gate,
-    resolve_translator,
-)
 from sim2real.flows.reporting import artifact_key, table
 from sim2real.flows.translate import TranslateConfig, translate_flow
+from sim2real.models.device import resolve_device
+from sim2real.models.metrics.gate import GateConfig, QualityReport
 from sim2real.models.metrics.translation import ReferenceSegmenterConfig, TranslationMetricsConfig
-from sim2real.models.translator.engine import resolve_device
-from sim2real.storage.ingest import IngestConfig, count_new_frames
+from sim2real.storage.promotion import DEFAULT_ALIAS
+from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, default_root
+from sim2real.tasks.promotion import find_new_frames, gate_version, promote_version_task, retrain_gain_task
 from sim2real.tasks.quality import measure_quality
 
 
@@ -79,34 +71,7 @@ def check_inputs(params: NightlyParams, root: str) -> str:
     store = DatasetStore(root)
     for ref in (params.real, params.val):
         store.open(ref)  # VersionNotFound (a LookupError) names the ref and the root
-    return resolve_translator(root, params.translator)
-
-
-@task(name="find-new-frames", cache_policy=NO_CACHE)
-def find_new_frames(root: str, source_dir: str, name: str, source_format: str) -> dict[str, Any]:
-    """How many frames of the export no committed version of ``name`` holds, and those versions' refs
-    (a merge of the export's listing against the versions' sorted keys: no set of every key)."""
-    store = DatasetStore(root)
-    versions = [v.ref for v in store.list_versions(name)]
-    count = count_new_frames(store, source_dir, IngestConfig(format=source_format), versions)
-    return {"new_frames": count, "versions": versions}
-
-
-@task(name="retrain-gain", cache_policy=NO_CACHE)
-def retrain_gain(evaluation: dict[str, Any], extra_label: str) -> float | None:
-    """Mean over tasks of (real+extra − real-only) headline metric, in points; None when not comparable."""
-    by_task: dict[str, dict[str, float]] = {}
-    for arm in evaluation.get("arms", []):
-        summary = arm.get("summary") or {}
-        headline = summary.get("mAP", summary.get("mIoU"))
-        if headline is not None and not math.isnan(float(headline)):
-            by_task.setdefault(arm["task"], {})[arm["arm"]] = float(headline)
-    gains = [
-        arms[extra_label] - arms["real-only"]
-        for arms in by_task.values()
-        if {extra_label, "real-only"} <= set(arms)
-    ]
-    return sum(gains) / len(gains) if gains else None
+    return TranslatorRegistry(root).resolve(params.translator)
 
 
 def publish_summary(result: dict[str, Any]) -> None:
@@ -128,7 +93,7 @@ def gate_evaluate_promote(params: NightlyParams, root: str, translated_ref: str)
     device = str(resolve_device(params.translate.engine.device))
     metrics = measure_quality(root, translated_ref, params.real, params.val, params.quality, device)
     report = QualityReport.from_translation_metrics(metrics)
-    decision = check_gate(report, params.gate)
+    decision = gate_version(root, translated_ref, report, params.gate)  # recorded; redone after retraining
     outcome: dict[str, Any] = {"promoted": None}
     if decision.passed:  # a failing version is not worth the GPU hours of retraining
         evaluation = retrain_and_evaluate(
@@ -139,9 +104,8 @@ def gate_evaluate_promote(params: NightlyParams, root: str, translated_ref: str)
             profile=params.profile,
             root=root,
         )
-        outcome["gain_points"] = retrain_gain(evaluation, f"real+{translated_ref.partition('@')[0]}")
-        decision = check_gate(report, params.gate, gain_points=outcome["gain_points"])
-    record_gate(root, translated_ref, report, decision)
+        outcome["gain_points"] = retrain_gain_task(evaluation, f"real+{translated_ref.partition('@')[0]}")
+        decision = gate_version(root, translated_ref, report, params.gate, outcome["gain_points"])
     table(artifact_key("nightly", "gate"), decision.checks, f"Quality gate of {translated_ref}")
     outcome.update(gate={"passed": decision.passed, "checks": decision.checks}, reasons=decision.reasons)
     if not decision.passed:

@@ -46,7 +46,8 @@ def translate_flow(
     root: str | None = None,
     config: TranslateConfig = TranslateConfig(),  # noqa: B008 - frozen pydantic model, never mutated
 ) -> dict[str, Any]:
-    """Translate ``source`` (``name@version``) with registry translator ``translator``."""
+    """Translate ``source`` (``name@version``) with registry translator ``translator`` (an id or an alias
+    such as ``production``)."""
     logger = get_run_logger()
     root = root or default_root()
     store = DatasetStore(root)

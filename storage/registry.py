@@ -5,11 +5,13 @@ Layout::
     {root}/models/translators/{id}/weights.safetensors   inference weights (tensor name → tensor)
     {root}/models/translators/{id}/card.json             config, data versions, steps, metrics,
                                                          code version, weights_sha256; written LAST
+    {root}/models/translators/aliases/{alias}.json       {"id": ..., "set_at": ...}, e.g. production
 
 ``id`` is a short sha256 over the weight bytes and the card (not its ``created_at``), so the same
 training result gets the same id and saving it twice is a no-op. Both files are written to a
 temporary name and renamed; an entry without ``card.json`` is invisible. This module knows files,
-hashes and cards only; turning weights into a network is
+hashes, cards and aliases only; :meth:`TranslatorRegistry.resolve` turns an id, an alias or ``latest``
+into an id wherever a translator is named; turning weights into a network is
 ``sim2real.models.translator.checkpoint.load_translator``.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +30,7 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from sim2real.storage.shards import write_atomic
+from sim2real.storage.versions import NAME_PATTERN
 
 WEIGHTS_FILE = "weights.safetensors"
 CARD_FILE = "card.json"
@@ -124,3 +128,32 @@ class TranslatorRegistry:
             if not model_id.startswith(".") and self.exists(model_id):
                 cards.append(self.card(model_id))
         return sorted(cards, key=lambda c: (c.get("created_at", 0), c["id"]))
+
+    def alias_path(self, alias: str) -> str:
+        """Where alias ``alias`` lives; raises ``ValueError`` on a name that is not an alias name."""
+        if not NAME_PATTERN.fullmatch(alias):
+            raise ValueError(f"{self.kind} alias {alias!r}: use lowercase letters, digits, '-' and '_'")
+        return f"{self.base}/aliases/{alias}.json"
+
+    def set_alias(self, alias: str, model_id: str) -> dict[str, Any]:
+        """Point ``alias`` at ``model_id`` (which must exist), atomically; returns the record."""
+        self.card(model_id)  # raises RegistryError naming the path when missing
+        record = {"id": model_id, "set_at": time.time()}
+        write_atomic(self.fs, self.alias_path(alias), json.dumps(record).encode())
+        return {"alias": alias, **record}
+
+    def resolve(self, ref: str) -> str:
+        """An id from an id, an alias (``production`` or ``@production``) or ``latest`` (the newest entry).
+        Raises :class:`RegistryError` naming the registry when nothing matches."""
+        name = ref.removeprefix("@")
+        if name == "latest":
+            cards = self.list()
+            if not cards:
+                raise RegistryError(f"{self.base}: no {self.kind} under {self.root_url}; train one first")
+            return str(cards[-1]["id"])
+        if NAME_PATTERN.fullmatch(name) and self.fs.exists(self.alias_path(name)):
+            with self.fs.open(self.alias_path(name), "rb") as handle:
+                return str(json.loads(handle.read())["id"])
+        if name and "/" not in name and not name.startswith(".") and self.exists(name):
+            return name
+        raise RegistryError(f"{self.base}: no {self.kind} id or alias {ref!r} under {self.root_url}")

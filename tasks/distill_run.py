@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from sim2real import __version__
+from sim2real.models.device import resolve_device
 from sim2real.models.metrics.translation import TranslationMetricsConfig
 from sim2real.models.metrics.translation_eval import evaluate_translation
 from sim2real.models.segmenter import load_segmenter
@@ -36,6 +37,7 @@ from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator, student_gflops_per_frame
 from sim2real.storage.registry import RegistryError, TranslatorRegistry
+from sim2real.storage.sources.toysim import sign_glyphs
 from sim2real.storage.versions import DatasetStore, content_hash
 from sim2real.tasks.translator_run import (
     TranslatorProfile,
@@ -45,9 +47,7 @@ from sim2real.tasks.translator_run import (
     ensure_reference_segmenter,
     held_out_frames,
     read_json,
-    resolve_device,
     sample_stream,
-    toysim_digit_bitmaps,
     write_json,
 )
 
@@ -113,7 +113,7 @@ def plan_distill(
         profile_name=profile_name,
         config=config,
         metrics=TranslationMetricsConfig.model_validate(card["metrics_config"]),
-        device=resolve_device(device),
+        device=str(resolve_device(device)),
     )
 
 
@@ -227,7 +227,7 @@ def evaluate_run(run: DistillRun, segmenter_url: str) -> dict[str, Any]:
             segmenter,
             run.metrics,
             run.device,
-            toysim_digit_bitmaps(),
+            sign_glyphs(run.metrics.sign_glyphs),
         )
 
     student_metrics, teacher_metrics = score(state.student.eval()), score(teacher)

@@ -12,20 +12,13 @@ from sim2real.models.metrics.translation import TranslationMetricsConfig
 from sim2real.models.metrics.translation_eval import train_reference_segmenter
 from sim2real.models.metrics.version_quality import score_translated_version
 from sim2real.storage.reader import decoded_samples
+from sim2real.storage.sources.toysim import sign_glyphs
 from sim2real.storage.versions import DatasetStore
 
 
 def first_frames(urls: list[str], count: int) -> list[dict[str, Any]]:
     """The first ``count`` decoded frames of the shards, in order."""
     return list(itertools.islice(decoded_samples(urls), count))
-
-
-def digit_bitmaps() -> dict[int, Any]:
-    """The toy simulator's speed-limit digit bitmaps (readings are skipped for frames without signs)."""
-    from sim2real.storage.sources.toysim_font import text_bitmap
-    from sim2real.storage.sources.toysim_scene import SPEED_LIMITS
-
-    return {limit: text_bitmap(str(limit)) for limit in SPEED_LIMITS}
 
 
 @task(name="measure-quality", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -51,4 +44,6 @@ def measure_quality(
     real = first_frames(store.open(real_val).shard_urls, config.frames)
     real_train_samples = decoded_samples(store.open(real_train).shard_urls, resampled=True, shuffle_buffer=32)
     segmenter = train_reference_segmenter(real_train_samples, config.segmenter, device)
-    return score_translated_version(translated, source, real, segmenter, config, device, digit_bitmaps())
+    return score_translated_version(
+        translated, source, real, segmenter, config, device, sign_glyphs(config.sign_glyphs)
+    )

@@ -57,8 +57,9 @@ def translated(
 def plan_translate(
     root: str, source: str, translator_id: str, out_name: str, config: Mapping[str, Any]
 ) -> translation.TranslatePlan:
-    """Resolve source and translator, derive the translated version id."""
-    card = TranslatorRegistry(root).card(translator_id)
+    """Resolve source and translator (an id or an alias such as ``production``), derive the version id."""
+    registry = TranslatorRegistry(root)
+    card = registry.card(registry.resolve(translator_id))
     return translation.plan_translation(DatasetStore(root), source, card, out_name, config)
 
 

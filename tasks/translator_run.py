@@ -16,11 +16,11 @@ from typing import Any
 
 import fsspec
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
 from sim2real import __version__
+from sim2real.models.device import resolve_device
 from sim2real.models.metrics.translation import TranslationMetricsConfig
 from sim2real.models.metrics.translation_eval import (
     evaluate_translation,
@@ -46,8 +46,7 @@ from sim2real.models.translator.training import TrainingState, new_training_stat
 from sim2real.storage.reader import decoded_samples
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.shards import write_atomic
-from sim2real.storage.sources.toysim_font import text_bitmap
-from sim2real.storage.sources.toysim_scene import SPEED_LIMITS
+from sim2real.storage.sources.toysim import sign_glyphs
 from sim2real.storage.versions import DatasetStore, content_hash
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -97,13 +96,6 @@ class TranslatorRun(BaseModel):
         return f"{self.root.rstrip('/')}/runs/translators/{self.run_id}"
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else unchanged."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def plan_run(
     root: str, source: str, target: str, profile_name: str, profile: TranslatorProfile, device: str
 ) -> TranslatorRun:
@@ -120,7 +112,7 @@ def plan_run(
         target_urls=tgt.shard_urls,
         profile_name=profile_name,
         profile=profile,
-        device=resolve_device(device),
+        device=str(resolve_device(device)),
     )
 
 
@@ -282,11 +274,6 @@ def ensure_reference_segmenter(run: TranslatorRun) -> str:
     return url
 
 
-def toysim_digit_bitmaps() -> dict[int, np.ndarray]:
-    """Digit bitmaps of every toy-simulator speed limit (the sign reader's templates)."""
-    return {value: text_bitmap(str(value)) for value in SPEED_LIMITS}
-
-
 def evaluate_run(run: TranslatorRun, segmenter_url: str) -> dict[str, Any]:
     """All translation metrics of the run's final checkpoint on held-out frames (saved as metrics.json)."""
     metrics_config = run.profile.metrics
@@ -301,7 +288,7 @@ def evaluate_run(run: TranslatorRun, segmenter_url: str) -> dict[str, Any]:
         segmenter,
         metrics_config,
         run.device,
-        toysim_digit_bitmaps(),
+        sign_glyphs(metrics_config.sign_glyphs),
     )
     write_json(f"{run.run_dir}/metrics.json", metrics)
     return metrics

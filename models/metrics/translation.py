@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -67,6 +67,11 @@ class TranslationMetricsConfig(_Frozen):
     batch_size: int = Field(default=8, ge=1, description="frames per inference batch")
     segmenter: ReferenceSegmenterConfig = ReferenceSegmenterConfig()
     realism: RealismConfig = RealismConfig()
+    sign_glyphs: Literal["toysim"] | None = Field(
+        default=None,
+        description="glyph set to read speed-limit sign digits against: the toy simulator's ('toysim'); "
+        "None: sign digits are not read (real simulators draw their own)",
+    )
 
 
 def label_fidelity(cm: np.ndarray) -> dict[str, object]:

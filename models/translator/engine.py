@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from sim2real.models.device import resolve_device
 from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.inference_graph import InferenceGraph
 from sim2real.models.translator.model import Translator
@@ -75,13 +76,6 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
     if native_bf16(device):
         return "bf16"
     return "fp16" if device.type == "cuda" else "fp32"
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` → ``cuda`` when available, else ``cpu``; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # A field marked so does not change the output bytes; every other field feeds the version id.

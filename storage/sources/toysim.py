@@ -298,3 +298,16 @@ def write_export(out_dir: str | Path, config: ToySimConfig, frames: int, start: 
         if progress is not None:
             progress(1)
     return keys
+
+
+def sign_glyphs(name: str | None) -> dict[int, np.ndarray]:
+    """The digit bitmaps of every speed limit of glyph set ``name`` (``toysim``: this simulator's font),
+    for reading sign digits back from translated frames; ``None``: none (signs are not read)."""
+    if name is None:
+        return {}
+    if name != "toysim":
+        raise ValueError(f"sign glyph set {name!r}: only 'toysim' is known")
+    from sim2real.storage.sources.toysim_font import text_bitmap
+    from sim2real.storage.sources.toysim_scene import SPEED_LIMITS
+
+    return {limit: text_bitmap(str(limit)) for limit in SPEED_LIMITS}

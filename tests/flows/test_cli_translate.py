@@ -93,5 +93,5 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         translate("sim@latest", translator=model_id, runner="thread", **{**common, "precision": "fp8"})
     with pytest.raises(VersionNotFound, match="sim@nope"):
         translate("sim@nope", translator=model_id, runner="thread", **common)
-    with pytest.raises(RegistryError, match="no translators entry '0000'"):
+    with pytest.raises(RegistryError, match="no translators id or alias '0000'"):
         translate("sim@latest", translator="0000", runner="thread", **common)

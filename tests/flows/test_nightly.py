@@ -10,16 +10,9 @@ import torch
 
 from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.nightly import NightlyParams, nightly_flow
-from sim2real.flows.promotion import (
-    GateConfig,
-    QualityReport,
-    check_gate,
-    promote_flow,
-    promote_translator,
-    read_gate,
-    resolve_translator,
-)
+from sim2real.flows.promotion import promote_flow
 from sim2real.flows.translate import TranslateConfig
+from sim2real.models.metrics.gate import GateConfig, QualityReport, check_gate
 from sim2real.models.metrics.translation import (
     RealismConfig,
     ReferenceSegmenterConfig,
@@ -28,11 +21,22 @@ from sim2real.models.metrics.translation import (
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.model import build_translator
+from sim2real.storage.promotion import read_gate
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def promote_translator(root: str, translator_id: str) -> None:
+    TranslatorRegistry(root).set_alias("production", translator_id)
+
+
+def resolve_translator(root: str, ref: str) -> str:
+    return TranslatorRegistry(root).resolve(ref)
+
+
 SIZE = {"height": 32, "width": 64}
 FIRST, ADDED = 6, 4
 LAX = GateConfig(min_label_fidelity=None, min_detail_retention=-1.0, max_realism_ratio=1e6)

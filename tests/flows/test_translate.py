@@ -32,7 +32,7 @@ from sim2real.models.translator.engine import EngineConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
-from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.registry import RegistryError, TranslatorRegistry
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore, commit_version, shard_file_name
@@ -135,6 +135,14 @@ def test_artifacts_show_progress_table_and_before_after_grid(world: dict[str, An
         )
         == 3
     )
+
+
+def test_a_translator_alias_names_the_same_translator(world: dict[str, Any]):
+    TranslatorRegistry(world["root"]).set_alias("production", world["translator"])
+    again = translate_flow(world["source"], "production", root=world["root"], config=CONFIG)
+    assert (again["version"], again["created"]) == (world["result"]["version"], False)
+    with pytest.raises(RegistryError, match="no translators id or alias 'staging'"):
+        translate_flow(world["source"], "staging", root=world["root"], config=CONFIG)
 
 
 def test_rerun_writes_nothing(world: dict[str, Any]):
