@@ -27,7 +27,8 @@ from PIL import Image
 
 from sim2real.flows.train_translator import load_profile
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
+from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.model import Translator, build_translator
 from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.registry import TranslatorRegistry

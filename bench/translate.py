@@ -56,7 +56,8 @@ from sim2real.flows.train_translator import load_profile  # noqa: E402
 from sim2real.flows.translate import TranslateConfig, run_translate  # noqa: E402
 from sim2real.models.device import resolve_device  # noqa: E402
 from sim2real.models.translator.checkpoint import load_translator, translator_weights  # noqa: E402
-from sim2real.models.translator.engine import PRECISIONS, TranslatorEngine  # noqa: E402
+from sim2real.models.translator.engine import TranslatorEngine  # noqa: E402
+from sim2real.models.translator.engine_config import PRECISIONS  # noqa: E402
 from sim2real.models.translator.model import Translator, build_translator  # noqa: E402
 from sim2real.storage import ingest  # noqa: E402
 from sim2real.storage.image_encoding import EncodeConfig, encode_rgb  # noqa: E402

@@ -64,6 +64,7 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
     refs: dict[str, str] = {}
     for name, style, seed, count_field in EXPORTS:
         t0 = time.perf_counter()
+        stage(started, f"render and ingest {name} ({getattr(config, count_field)} frames)")
         out = render_export(
             os.path.join(root, "exports", name),
             name,
@@ -77,15 +78,18 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
         refs[name] = f"{name}@{result['version']}"
         timings[f"ingest {name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stage(started, f"train the translator ({config.translator_profile} profile; the longest step)")
     trained = train_translator_flow(
         refs["toy-sim"], refs["toy-real"], root=root, profile=config.translator_profile
     )
     timings["train translator"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stage(started, f"translate {refs['toy-sim']} with translator {trained['translator']}")
     translated = translate_flow(refs["toy-sim"], trained["translator"], root=root)
     refs["toy-sim-translated"] = f"{translated['name']}@{translated['version']}"
     timings["translate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    stage(started, "retrain and evaluate: real-only, real + sim, real + translated")
     evaluation = retrain_and_evaluate(
         refs["toy-real"],
         refs["toy-real-val"],
@@ -105,7 +109,13 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
     }
     create_markdown_artifact(demo_markdown(summary), key="demo-summary", description="sim2real demo")
     logger.info("demo finished in %.0fs", timings["total"])
+    stage(started, "done")
     return summary
+
+
+def stage(started: float, message: str) -> None:
+    """One line per stage on stdout, flushed, so a log of ``make demo > log`` shows progress as it goes."""
+    print(f"[sim2real demo {time.perf_counter() - started:6.0f} s] {message}", flush=True)
 
 
 def demo_markdown(summary: dict[str, Any]) -> str:

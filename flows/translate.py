@@ -122,11 +122,14 @@ def report(root: str, plan: TranslatePlan, version: Version, parts: list[dict[st
         logger = get_run_logger()
         logger.warning("%d frame(s) quarantined: see %s/quarantine.parquet", quarantined, version.path)
     if version.num_samples:
-        grid = translate_tasks.preview_translation(root, plan.source, version.ref)
+        pairs = translate_tasks.preview_translation(root, plan.source, version.ref)
+        images = "\n\n".join(
+            f"**{key}**\n\n![{key}](data:image/png;base64,{base64.b64encode(png).decode()})"
+            for key, png in pairs
+        )
         create_markdown_artifact(
-            f"### {plan.source} → {version.ref}\n\nLeft: source. Right: translated "
-            f"(translator `{plan.lineage.translator_id}`).\n\n"
-            f"![before/after](data:image/png;base64,{base64.b64encode(grid).decode()})\n",
+            f"### {plan.source} → {version.ref}\n\nLeft: source frame. Right: translated (translator "
+            f"`{plan.lineage.translator_id}`), full resolution.\n\n{images}\n",
             key=artifact_key("translate", plan.name, "preview"),
             description=f"Before/after frames of {version.ref}",
         )

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sim2real.models.translator.engine import EngineConfig, engine_numerics
+from sim2real.models.translator.engine_config import EngineConfig, engine_numerics
 from sim2real.storage.image_encoding import EncodeConfig
 from sim2real.storage.translate_read import PipelineConfig
 

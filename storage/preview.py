@@ -1,4 +1,4 @@
-"""A before/after preview of a translated version: source frames beside their translations, one PNG."""
+"""A before/after preview of a translated version: source frames beside their translations."""
 
 from __future__ import annotations
 
@@ -11,12 +11,7 @@ from sim2real.storage import schema
 from sim2real.storage.shards import read_shard
 from sim2real.storage.versions import DatasetStore, Version
 
-
-def _thumbnail(data: bytes, width: int) -> Image.Image:
-    with Image.open(io.BytesIO(data)) as opened:
-        image = opened.convert("RGB")
-    height = max(1, round(image.height * width / image.width))
-    return image.resize((width, height), Image.Resampling.BILINEAR) if image.width > width else image
+GAP_PX = 8  # white gap between the source frame and its translation
 
 
 def _images(
@@ -33,24 +28,33 @@ def _images(
     return found
 
 
-def before_after_grid(
-    store: DatasetStore, source: Version, translated: Version, count: int = 4, max_width: int = 256
-) -> bytes:
-    """A PNG with up to ``count`` frames of ``translated``: source image left, translation right."""
+def before_after_pairs(
+    store: DatasetStore, source: Version, translated: Version, count: int = 2, min_frame_width: int = 512
+) -> list[tuple[str, bytes]]:
+    """Up to ``count`` ``(key, PNG)`` images of ``translated``: the source frame left, its translation
+    right, side by side at full resolution (never scaled down), enlarged by a whole factor (nearest
+    neighbour: every pixel stays a block of one colour) until a frame is ``min_frame_width`` wide, so
+    each is large enough to judge in the Prefect UI. Raises ``ValueError`` when there is nothing to show.
+    """
     after = _images(store, translated.shard_urls, None, count)
     before = _images(store, source.shard_urls, set(after), count)
-    pairs = [
-        (_thumbnail(before[k], max_width), _thumbnail(after[k], max_width)) for k in after if k in before
-    ]
+    pairs = []
+    for key in (k for k in after if k in before):
+        left, right = _decoded(before[key]), _decoded(after[key])
+        factor = max(1, -(-min_frame_width // left.width))
+        size = (left.width * factor, left.height * factor)
+        left, right = (im.resize(size, Image.Resampling.NEAREST) for im in (left, right))
+        image = Image.new("RGB", (2 * size[0] + GAP_PX, size[1]), (255, 255, 255))
+        image.paste(left, (0, 0))
+        image.paste(right, (size[0] + GAP_PX, 0))
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        pairs.append((key, buffer.getvalue()))
     if not pairs:
         raise ValueError(f"{translated.ref}: no frames to preview")
-    width = max(b.width for b, _ in pairs)
-    grid = Image.new("RGB", (2 * width + 4, sum(b.height + 4 for b, _ in pairs)), (255, 255, 255))
-    top = 0
-    for left_image, right_image in pairs:
-        grid.paste(left_image, (0, top))
-        grid.paste(right_image, (width + 4, top))
-        top += left_image.height + 4
-    buffer = io.BytesIO()
-    grid.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return pairs
+
+
+def _decoded(data: bytes) -> Image.Image:
+    with Image.open(io.BytesIO(data)) as opened:
+        return opened.convert("RGB")

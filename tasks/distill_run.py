@@ -33,7 +33,8 @@ from sim2real.models.translator.distill import (
     run_distillation,
     student_weights,
 )
-from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
+from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator, student_gflops_per_frame
 from sim2real.storage.registry import RegistryError, TranslatorRegistry

@@ -1,10 +1,8 @@
 """Prefect tasks of the translate flow: plan → translate each shard → commit, as ``tasks/ingest.py``.
 
-A shard task chains three steps, as webdataset chains its generators: ``storage`` reads the source
-shard as decoded batches, the ``models`` engine turns their pixels into translated pixels, ``storage``
-encodes, checks and writes the translated shard. Tasks take references (root URL, plan, shard index)
-and return small dicts; images never pass through Prefect. A worker builds each translator's engine once
-and keeps it for the shards that follow (a compiled engine compiles once per process and input shape).
+A shard task chains three steps as webdataset chains generators: ``storage`` reads the source shard as
+decoded batches, the ``models`` engine turns their pixels into translated pixels, ``storage`` encodes,
+checks and writes the shard. Tasks pass references, never images; a process keeps each engine it built.
 """
 
 from __future__ import annotations
@@ -19,10 +17,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import Encoder, EngineCache, EngineConfig, TranslatorEngine
+from sim2real.models.translator.engine import Encoder, EngineCache, TranslatorEngine
+from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.storage import translate as translation
 from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
-from sim2real.storage.preview import before_after_grid
+from sim2real.storage.preview import before_after_pairs
 from sim2real.storage.reader import register_fsspec_schemes
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.translate_read import FrameBatch, PipelineConfig, read_batches
@@ -32,8 +31,7 @@ _ENGINES = EngineCache(size=2)
 
 
 def cached_engine(root: str, translator_id: str, engine: EngineConfig, batch_size: int) -> TranslatorEngine:
-    """The engine of registry translator ``translator_id`` for a resolved ``engine`` config, built once
-    per process (its forward threads serve every shard task of the process)."""
+    """The engine of ``translator_id`` for a resolved ``engine`` config, built once per process."""
 
     def build() -> TranslatorEngine:
         model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
@@ -114,7 +112,7 @@ def commit_translation(root: str, plan: translation.TranslatePlan) -> Version:
 
 
 @task(name="preview-translation", cache_policy=NO_CACHE)
-def preview_translation(root: str, source: str, translated: str, count: int = 4) -> bytes:
-    """A PNG grid of source (left) and translated (right) frames."""
+def preview_translation(root: str, source: str, translated: str, count: int = 2) -> list[tuple[str, bytes]]:
+    """``(key, PNG)`` of ``count`` frames: source (left) and translated (right) at full resolution."""
     store = DatasetStore(root)
-    return before_after_grid(store, store.open(source), store.open(translated), count)
+    return before_after_pairs(store, store.open(source), store.open(translated), count)

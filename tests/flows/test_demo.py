@@ -10,11 +10,15 @@ from sim2real.storage.versions import DatasetStore
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
 
-def test_demo_flow_tiny(tmp_path):
+def test_demo_flow_tiny(tmp_path, capfd):
     config = DemoConfig(height=32, width=64, sim_frames=6, real_frames=6, val_frames=4,
                         translator_profile="tiny", evaluate_profile="tiny", max_shard_samples=4)
     root = str(tmp_path / "root")
     first = demo_flow(config=config, root=root)
+    lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("[sim2real demo")]
+    stages = ["render and ingest toy-sim", "render and ingest toy-real ", "render and ingest toy-real-val",
+              "train the translator", "translate toy-sim@", "retrain and evaluate", "done"]
+    assert len(lines) == len(stages) and all(s in line for s, line in zip(stages, lines, strict=True))
     store = DatasetStore(root)
     assert set(first["versions"]) == {"toy-sim", "toy-real", "toy-real-val", "toy-sim-translated"}
     translated = store.open(first["versions"]["toy-sim-translated"])

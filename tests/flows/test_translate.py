@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +30,7 @@ from sim2real.flows.translate import (
 )
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
-from sim2real.models.translator.engine import EngineConfig
+from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
@@ -127,7 +129,16 @@ def test_artifacts_show_progress_table_and_before_after_grid(world: dict[str, An
             )
         }
     assert {"translate-toy-translated-progress", "translate-toy-translated-shards"} <= set(artifacts)
-    assert "data:image/png;base64," in artifacts["translate-toy-translated-preview"].data
+    preview = artifacts["translate-toy-translated-preview"].data
+    images = re.findall(r"\*\*([\w-]+)\*\*\s+!\[[^]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", preview)
+    assert len(images) == 2  # two frames, each large enough to judge
+    store = DatasetStore(world["root"])
+    source = {k: m for url in store.open(world["source"]).shard_urls for k, m in read_shard(store.fs, url)}
+    for key, data in images:
+        pair = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGB"))
+        frame = np.asarray(Image.open(io.BytesIO(source[key]["rgb.png"])).convert("RGB"))
+        assert pair.shape == (256, 2 * 512 + 8, 3)  # 32x64 frames enlarged 8x, side by side
+        assert np.array_equal(pair[::8, :512:8], frame)  # the source frame, every pixel, left
     assert (
         len(
             artifacts["translate-toy-translated-shards"].data

@@ -17,7 +17,7 @@ import torch
 from sim2real.flows.cli_translate import translate_config
 from sim2real.flows.translate import translate_flow
 from sim2real.flows.translate_config import TranslateConfig, bytes_fields
-from sim2real.models.translator.engine import EngineConfig
+from sim2real.models.translator.engine_config import EngineConfig
 
 from .test_translate_bytes import fingerprint
 

@@ -9,13 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim2real.models.translator.engine import (
-    EngineCache,
-    EngineConfig,
-    TranslatorEngine,
-    native_bf16,
-    resolve_precision,
-)
+from sim2real.models.translator.engine import EngineCache, TranslatorEngine
+from sim2real.models.translator.engine_config import EngineConfig, native_bf16, resolve_precision
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.inference_graph import (
     InferenceGraph,

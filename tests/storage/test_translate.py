@@ -15,7 +15,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sim2real.models.translator.engine import EngineConfig, TranslatorEngine
+from sim2real.models.translator.engine import TranslatorEngine
+from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
