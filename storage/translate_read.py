@@ -38,6 +38,11 @@ RawSample = dict[str, Any]  # a webdataset sample: ``__key__``, ``__url__`` and 
 THROUGHPUT_ONLY: dict[str, Any] = {"changes_bytes": False}
 
 
+def _throughput(default: Any, description: str, **constraints: Any) -> Any:
+    """A config field that does not change the output bytes (kept out of the version id)."""
+    return Field(default=default, description=description, json_schema_extra=THROUGHPUT_ONLY, **constraints)
+
+
 class PipelineConfig(BaseModel):
     """How shards flow through a translate run (``pipeline:`` of the translate config): batching and the
     workers around the forward pass. Only ``batch_size`` changes the output bytes (kernels choose their
@@ -49,38 +54,22 @@ class PipelineConfig(BaseModel):
     batch_size: int = Field(default=8, ge=1, description="frames per forward pass")
     # processes decoding source images; None = none on CPU (decoding is a small share of a CPU forward
     # pass), min(4, cores / 2) on CUDA
-    decode_workers: int | None = Field(
-        default=None,
-        ge=0,
-        description="decode processes (default: 0 on CPU, min(4, cores/2) on CUDA)",
-        json_schema_extra=THROUGHPUT_ONLY,
+    decode_workers: int | None = _throughput(
+        None, "decode processes (default: 0 on CPU, min(4, cores/2) on CUDA)", ge=0
     )
     # batches each decode worker prepares ahead
-    prefetch_batches: int = Field(
-        default=2,
-        ge=1,
-        description="batches each decode worker prepares ahead",
-        json_schema_extra=THROUGHPUT_ONLY,
-    )
+    prefetch_batches: int = _throughput(2, "batches each decode worker prepares ahead", ge=1)
     # how decode workers start; fork copies a process that runs Prefect's threads (see decode_pool)
-    start_method: Literal["forkserver", "spawn", "fork"] = Field(
-        default="forkserver", description="how decode workers start", json_schema_extra=THROUGHPUT_ONLY
+    start_method: Literal["forkserver", "spawn", "fork"] = _throughput(
+        "forkserver", "how decode workers start"
     )
     # threads encoding translated images per shard task; None = 2 on CPU (the forward passes need the
     # cores), max(2, cores / 4) on CUDA (a 256x512 PNG takes ~2.4 ms of one core, bench/encode.py)
-    encode_threads: int | None = Field(
-        default=None,
-        ge=1,
-        description="encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)",
-        json_schema_extra=THROUGHPUT_ONLY,
+    encode_threads: int | None = _throughput(
+        None, "encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)", ge=1
     )
     # Dask/Ray runners: slots of the 'gpu' tag limit, created if absent (one per GPU)
-    gpu_slots: int = Field(
-        default=1,
-        ge=1,
-        description="Dask/Ray: shard tasks on GPUs at once (one per GPU)",
-        json_schema_extra=THROUGHPUT_ONLY,
-    )
+    gpu_slots: int = _throughput(1, "Dask/Ray: shard tasks on GPUs at once (one per GPU)", ge=1)
 
     def resolve(self, device_type: str) -> PipelineConfig:
         """The same config with the worker counts decided for ``device_type`` (``cpu`` or ``cuda``)."""

@@ -28,19 +28,6 @@ from sim2real.models.metrics.translation_eval import domain_scores, segment, to_
 Frame = Mapping[str, Any]  # a decoded sample: rgb (H×W×3 uint8), seg, meta
 
 
-def image_set_scores(
-    images: Sequence[np.ndarray],
-    source: Sequence[Frame],
-    real_images: torch.Tensor,
-    segmenter: nn.Module,
-    config: TranslationMetricsConfig,
-    device: torch.device,
-    bitmaps: Mapping[int, np.ndarray],
-) -> dict[str, Any]:
-    """Fidelity against ``source`` labels, flips, realism against ``real_images`` and detail retention."""
-    return domain_scores(to_tensor(images), source, real_images, segmenter, config, device, bitmaps)
-
-
 def score_translated_version(
     translated: Sequence[Frame],
     source: Sequence[Frame],
@@ -67,8 +54,8 @@ def score_translated_version(
         confusion_matrix(segment(segmenter, real_images, device, config.batch_size), real_labels)
     )
     scored = {
-        name: image_set_scores(
-            [f["rgb"] for f in frames], source, real_images, segmenter, config, device, bitmaps
+        name: domain_scores(
+            to_tensor([f["rgb"] for f in frames]), source, real_images, segmenter, config, device, bitmaps
         )
         for name, frames in (("translated", translated), ("raw_sim", source))
     }
