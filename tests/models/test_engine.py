@@ -303,16 +303,18 @@ def test_engine_cache_builds_once_and_closes_what_it_evicts(model):
 
     first = cache.get("a", build("a"))
     assert cache.get("a", build("a")) is first and built == ["a"]
-    threads = {t.name for t in threading.enumerate() if t.name.startswith("forward")}
+    threads = set(first._threads._threads)  # the executor's worker threads
+    assert len(threads) == first.forward_threads and all(t.is_alive() for t in threads)
     second = cache.get("b", build("b"))
     assert built == ["a", "b"]
     with pytest.raises(RuntimeError, match="shutdown"):
         first.submit(lambda: None)  # evicted: closed
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(t.is_alive() for t in threads), "the evicted engine's forward threads ended"
     cache.clear()
     with pytest.raises(RuntimeError, match="shutdown"):
         second.submit(lambda: None)
-    left = {t.name for t in threading.enumerate() if t.name.startswith("forward")}
-    assert not (left & threads), "the evicted engine's forward threads ended"
 
 
 def test_engine_rejects_non_image_batches(model):
