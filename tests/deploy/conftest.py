@@ -258,7 +258,7 @@ def deployed(prefect_server: Server, prefect_harness: None) -> dict[str, Any]:
         "source": refs["sim"],
         "translator": refs["translator"],
         "root": str(root),
-        "config": {"batch_size": 4, "decode_workers": 0, "device": "cpu"},
+        "config": {"pipeline": {"batch_size": 4, "decode_workers": 0}, "engine": {"device": "cpu"}},
     }
     with server.client() as client:
         translate_run = client.create_flow_run_from_deployment(translate.id, parameters=parameters)
