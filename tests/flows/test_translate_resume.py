@@ -3,6 +3,7 @@ nothing lost or twice, and no partial version is ever visible."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -22,12 +23,13 @@ from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
+# Threads per forward pass fixed: the killed child and this process resolve the same version id.
+SETTINGS = {"pipeline": {"batch_size": 2}, "engine": {"device": "cpu", "intra_op_threads": 1}}
 
 # The flow's own steps (the tasks' functions, no API needed), with a SIGKILL planted at ``point``.
 CHILD = """
-import os, signal, sys
-from sim2real.flows.translate import TranslateConfig, version_config
-from sim2real.models.translator.engine import resolve_device
+import json, os, signal, sys
+from sim2real.flows.translate_config import TranslateConfig
 from sim2real.storage import shards, versions
 from sim2real.tasks import translate as steps
 
@@ -48,9 +50,9 @@ elif point == "before-version-json":
     versions.DatasetStore.write_json = lambda self, path, payload: (
         die() if path.endswith("/version.json") else real_json(self, path, payload)
     )
-config, device = TranslateConfig(device="cpu", batch_size=2), resolve_device("cpu")
-plan = steps.plan_translate.fn(root, source, translator, "out", version_config(config, device))
-settings = (config.encode(), config.read(device), config.engine(device), config.encoders(device))
+config = TranslateConfig.model_validate(json.loads(sys.argv[5])).resolve()
+plan = steps.plan_translate.fn(root, source, translator, "out", config.version_key())
+settings = (config.encode, config.pipeline, config.engine)
 for index in range(len(plan.shard_urls)):
     steps.translate_shard.fn(root, plan, index, *settings)
 steps.commit_translation.fn(root, plan)
@@ -82,14 +84,17 @@ def prepare(tmp: Path, export: str, point: str) -> tuple[str, str, str]:
 def test_kill_9_during_translate_then_rerun_completes(world: tuple[Path, str], point: str):
     tmp, export = world
     root, source, translator = prepare(tmp, export, point)
-    child = subprocess.run([sys.executable, "-c", CHILD, point, root, source, translator], timeout=600)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, point, root, source, translator, json.dumps(SETTINGS)], timeout=600
+    )
     assert child.returncode == -signal.SIGKILL
     store = DatasetStore(root)
     assert store.list_versions("out") == []  # nothing partial is visible
     finished = {p.name: p.stat().st_mtime_ns for p in Path(root, "datasets", "out").rglob("*.tar")}
     assert finished, "the killed run had finished at least one shard"
 
-    result = translate_flow(source, translator, "out", root, TranslateConfig(device="cpu", batch_size=2))
+    config = TranslateConfig.model_validate(SETTINGS)
+    result = translate_flow(source, translator, "out", root, config)
     assert result["created"] and result["samples"] == 10 and result["shards"] == 3
     version = store.open(f"out@{result['version']}")
     keys = [s["__key__"] for s in wds.WebDataset(version.brace_url, shardshuffle=False)]

@@ -242,7 +242,8 @@ def test_forward_threads_encode_their_own_frames_and_the_shard_bytes_do_not_chan
         parts[name] = write_translated_shard(store, (name, "v1", 0), frames, (url, rows), png, LINEAGE)
     assert parts["inline"]["shard"]["md5"] == parts["pool"]["shard"]["md5"]
     shard_rows = {
-        n: store.read_table(f"{tmp_path}/datasets/{n}/v1/shards/{n}-000000.parquet").to_pylist() for n in parts
+        n: store.read_table(f"{tmp_path}/datasets/{n}/v1/shards/{n}-000000.parquet").to_pylist()
+        for n in parts
     }
     strip = [[{k: v for k, v in row.items() if k != "shard"} for row in shard_rows[n]] for n in parts]
     assert strip[0] == strip[1] and len(strip[0]) == parts["pool"]["shard"]["nsamples"]
