@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> None:
             importlib.import_module(module).register(app)
     as_json = "--json" in args
     try:
-        app(args=args, prog_name="sim2real", standalone_mode=False)
+        exit_code = app(args=args, prog_name="sim2real", standalone_mode=False)
+        if isinstance(exit_code, int) and exit_code:  # typer.Exit(n) comes back as a return value
+            raise SystemExit(exit_code)
     except click_exceptions.NoArgsIsHelpError as exc:
         typer.echo(exc.ctx.get_help() if exc.ctx else str(exc))
         raise SystemExit(0) from None

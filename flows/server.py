@@ -134,6 +134,9 @@ def stop(timeout_s: float = 20.0) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     pgid = int(state["pgid"])
+    if not _runs_prefect_server(pgid):  # a stale record: the pid may belong to someone else now
+        path.unlink(missing_ok=True)
+        return None
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
@@ -147,6 +150,21 @@ def stop(timeout_s: float = 20.0) -> dict[str, Any] | None:
             break
     path.unlink(missing_ok=True)
     return state
+
+
+def _runs_prefect_server(pgid: int) -> bool:
+    """Whether a live process of group ``pgid`` runs ``prefect server`` (what ``start`` launched)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and b"prefect" in argv and b"server" in argv:
+            return True
+    return False
 
 
 def _reap(pid: int) -> None:

@@ -106,3 +106,29 @@ def test_embedded_server_dies_with_a_killed_command(env: dict[str, str]):
         assert wait_gone(servers) == []
     finally:
         process.kill()
+
+
+def test_status_exits_1_and_stop_says_so_when_no_server_runs(env: dict[str, str]):
+    status = cli("server", "status", env=env, timeout=120)
+    assert status.returncode == 1 and "no server running" in status.stdout
+    stopped = cli("server", "stop", "--json", env=env, timeout=120)
+    assert stopped.returncode == 0 and json.loads(stopped.stdout.splitlines()[-1]) == {"stopped": False}
+
+
+def test_stop_with_a_stale_state_file_leaves_an_unrelated_process_alone(env: dict[str, str]):
+    # the recorded server died long ago; its pid (and process group) now belongs to someone else
+    bystander = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        home = Path(env["PREFECT_HOME"])
+        home.mkdir(parents=True)
+        state = {"pid": bystander.pid, "pgid": bystander.pid, "url": "http://127.0.0.1:9", "log": "x"}
+        (home / "sim2real-server.json").write_text(json.dumps(state))
+        assert cli("server", "status", env=env, timeout=120).returncode == 1
+        stopped = cli("server", "stop", "--json", env=env, timeout=120)
+        assert stopped.returncode == 0, stopped.stderr
+        assert alive(bystander.pid), "server stop killed a process that is not a Prefect server"
+        assert json.loads(stopped.stdout.splitlines()[-1]) == {"stopped": False}
+        assert not (home / "sim2real-server.json").exists()  # the stale record is cleared
+    finally:
+        bystander.kill()
+        bystander.wait()
