@@ -50,7 +50,7 @@ def translate(
 ) -> None:
     """Translate every shard of a version (labels copied byte for byte); rerunning resumes."""
     from sim2real.flows.runners import RunnerConfig
-    from sim2real.flows.runtime import quiet_prefect
+    from sim2real.flows.runtime import quiet_prefect, start_embedded_server_unless_configured
     from sim2real.flows.translate import run_translate
 
     if runner not in RUNNERS:
@@ -76,6 +76,7 @@ def translate(
 
     TranslatorRegistry(root).resolve(translator)
     quiet_prefect()
+    start_embedded_server_unless_configured()  # else Prefect starts one that outlives a kill -9
     result = run_translate(
         RunnerConfig(kind=runner, address=address),  # type: ignore[arg-type]
         source=ref,

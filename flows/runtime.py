@@ -97,9 +97,15 @@ def run_quietly(flow: Callable[..., T], **params: Any) -> T:
     Call :func:`quiet_prefect` before Prefect is imported (the CLI does) for the settings to apply.
     """
     quiet_prefect()
+    start_embedded_server_unless_configured()
+    with embedded_run_settings():
+        return flow(**params)
+
+
+def start_embedded_server_unless_configured() -> None:
+    """Without ``PREFECT_API_URL`` (set by :func:`use_running_server`), start Prefect's embedded server
+    now, from this (main) thread, so that it dies with this process even by kill -9; else do nothing."""
     if not os.environ.get("PREFECT_API_URL"):
         from sim2real.flows.server import start_embedded_server
 
         start_embedded_server()
-    with embedded_run_settings():
-        return flow(**params)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -95,3 +96,42 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         translate("sim@nope", translator=model_id, runner="thread", **common)
     with pytest.raises(RegistryError, match="no translators id or alias '0000'"):
         translate("sim@latest", translator="0000", runner="thread", **common)
+
+
+def _live_children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.name.isdigit() and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_cli_translate_killed_leaves_no_embedded_server(tmp_path: Path):
+    root, _, model_id = source_and_translator(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API")}
+    env.update(SIM2REAL_ROOT=root, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    args = ["translate", "sim@latest", "--translator", model_id, "--device", "cpu"]
+    process = subprocess.Popen([*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        servers: list[int] = []
+        while not servers and process.poll() is None and time.monotonic() < deadline:
+            servers = _live_children(process.pid)
+            time.sleep(0.05)
+        assert servers, "the embedded Prefect server should be a child of the command"
+        process.kill()  # kill -9, as the OOM killer would
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(Path(f"/proc/{p}").exists() for p in servers):
+            time.sleep(0.2)
+        left = [p for p in servers if Path(f"/proc/{p}").exists()]
+        for pid in left:
+            os.kill(pid, 9)
+        assert left == [], "the embedded Prefect server outlived a translate killed with kill -9"
+    finally:
+        process.kill()
+        process.wait()
