@@ -30,6 +30,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
+from sim2real.storage.process_lifetime import exit_with_owner
 
 RawSample = dict[str, Any]  # a webdataset sample: ``__key__``, ``__url__`` and member bytes
 
@@ -220,7 +221,10 @@ def decode_pool(workers: int, start_method: str) -> ProcessPoolExecutor:
             if start_method == "forkserver":
                 # The fork server imports the main module and this one once; each worker forks from it.
                 context.set_forkserver_preload(["__main__", __name__])
-            pool = ProcessPoolExecutor(workers, mp_context=context)
+            # Workers end with this process, even when it is killed with kill -9.
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=exit_with_owner, initargs=(os.getpid(),)
+            )
             # The executor starts forkserver and spawn workers one per submitted job, so a first shard
             # of few batches would leave the rest to start while a later shard waits on them: start
             # them all now, one job each.

@@ -5,9 +5,8 @@ Shard tasks are threads of the flow's process under Prefect's thread runner; pur
 there runs on one core (the GIL). :func:`run_in_pool` runs such a function in a process pool of
 ``spawn``-ed workers that import only what the function needs (``sim2real.storage``: no Prefect, no
 torch; ~60 MB each). Every worker watches its parent and exits when it is gone
-(:func:`exit_with_parent`), so a flow killed with ``kill -9`` leaves no worker behind. (Not
-``PR_SET_PDEATHSIG``: the kernel sends that signal when the *thread* that started the child ends,
-and pool workers are started from whichever task thread submits first.)
+(``storage.process_lifetime.exit_with_owner``), so a flow killed with ``kill -9`` leaves no worker
+behind.
 """
 
 from __future__ import annotations
@@ -19,10 +18,11 @@ import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, TypeVar
+
+from sim2real.storage.process_lifetime import exit_with_owner
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
@@ -43,19 +43,6 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
     _LIBC.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
     if os.getppid() == 1:  # the parent died before the request took effect
         os.kill(os.getpid(), sig)
-
-
-def exit_with_parent(poll_s: float = 1.0) -> None:
-    """Exit this process (``os._exit``) within ``poll_s`` of its parent's death, whichever thread
-    started it: a daemon thread watches ``os.getppid()``. For pool workers (an ``initializer``)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_s)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def default_workers() -> int:
@@ -81,7 +68,7 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             _pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=exit_with_parent,
+                initializer=exit_with_owner,
             )
             _pool_size = workers
         return _pool
