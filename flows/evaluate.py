@@ -12,6 +12,7 @@ report with per-class bars. Arms are cached by content hash (seed included) unde
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
@@ -141,7 +142,9 @@ def plan_arms(profile: EvaluateProfile, request: EvaluateRequest, resolved: dict
     ]
 
 
-def task_models(profile: EvaluateProfile, tasks: list[str], backbone_weights: str | None) -> dict[str, Any]:
+def task_models(
+    profile: EvaluateProfile, tasks: Sequence[str], backbone_weights: str | None
+) -> dict[str, Any]:
     """Each task's network config; ``backbone_weights`` (when given) replaces the profile's for both."""
     models = {task: profile.model_for(task) for task in tasks}
     if backbone_weights:
