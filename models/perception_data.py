@@ -1,9 +1,9 @@
-"""Decoded samples → perception tensors and batches; several versions mixed with given ratios.
+"""Decoded samples → perception tensors and batches.
 
 Input samples are what ``sim2real.storage.reader.decoded_samples`` yields (``rgb`` H×W×3 uint8,
 ``seg`` H×W uint8 trainIds, ``boxes`` list of ``{"label", "bbox_xyxy", ...}``). Each step is a small
-generator so the caller (a Prefect task) chains them: streams → :func:`mix_streams` → batches.
-Randomness (mixing, flips) comes from explicit seeds, so a rerun sees the same batches.
+generator so the caller chains them: samples → :func:`frames` → batches. Randomness (flips) comes
+from explicit seeds, so a rerun sees the same batches.
 
 Missing is not empty: ``boxes`` None (no ``boxes.json``) means "no detection labels", not "no
 objects", and ``seg`` None "no segmentation labels". :func:`labelled` leaves such frames out of a
@@ -131,28 +131,6 @@ def hflip(frame: FrameTensors) -> FrameTensors:
     boxes = frame.boxes.clone()
     boxes[:, 0], boxes[:, 2] = width - frame.boxes[:, 2], width - frame.boxes[:, 0]
     return FrameTensors(frame.key, frame.image.flip(-1), frame.seg.flip(-1), boxes, frame.labels)
-
-
-def mix_streams(
-    streams: Sequence[Iterable[Sample]], weights: Sequence[float], seed: int
-) -> Iterator[Sample]:
-    """Draw each next sample from stream ``i`` with probability ``weights[i]`` (normalised).
-
-    Stops when the chosen stream is exhausted; pass resampled (endless) streams for training.
-    """
-    if len(streams) != len(weights) or not streams:
-        raise ValueError(f"mix_streams: {len(streams)} streams but {len(weights)} weights")
-    if any(w < 0 for w in weights) or sum(weights) <= 0:
-        raise ValueError(f"mix_streams: weights must be >= 0 with a positive sum, got {list(weights)}")
-    rng = random.Random(seed)
-    iterators = [iter(stream) for stream in streams]
-    indices = list(range(len(iterators)))
-    while True:
-        choice = rng.choices(indices, weights=weights)[0]
-        try:
-            yield next(iterators[choice])
-        except StopIteration:
-            return
 
 
 def frames(

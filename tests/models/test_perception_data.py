@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
-
 import numpy as np
-import pytest
 import torch
 
 from sim2real.models.perception_data import (
     detection_batches,
     frames,
     hflip,
-    mix_streams,
     segmentation_batches,
     to_tensors,
 )
@@ -55,19 +50,6 @@ def test_hflip_mirrors_image_labels_and_boxes_together() -> None:
     assert torch.equal(flipped.image, frame.image.flip(-1)) and torch.equal(flipped.seg, frame.seg.flip(-1))
     assert flipped.boxes.tolist() == [[10.0, 1.0, 14.0, 5.0]]
     assert torch.equal(hflip(flipped).boxes, frame.boxes)
-
-
-def test_mix_streams_follows_weights_and_is_seeded() -> None:
-    def mixed(seed: int) -> list[str]:
-        streams = [itertools.repeat("real"), itertools.repeat("sim")]
-        return list(itertools.islice(mix_streams(streams, [0.75, 0.25], seed=seed), 2000))
-
-    counts = Counter(mixed(0))
-    assert 0.70 < counts["real"] / 2000 < 0.80
-    assert mixed(0) == mixed(0) and mixed(0) != mixed(1)
-    assert list(mix_streams([["a", "b"]], [1.0], seed=0)) == ["a", "b"]  # stops when a stream ends
-    with pytest.raises(ValueError, match="weights"):
-        next(mix_streams([["a"]], [1.0, 2.0], seed=0))
 
 
 def test_batches_have_the_shapes_the_models_take() -> None:
