@@ -18,7 +18,7 @@ One pass over the data, in parallel, with O(shards) state outside the shard task
 3. :func:`commit_ingest` derives the **version id** from content: the shards' digests (keys and the
    sha256 of every member, quarantined frames and reasons), the mapping table and the config; so the
    same inputs and config give the same id whatever their mtimes or path. It records
-   ``_listings/{fingerprint}.json`` → id, then ``storage.versions.commit_staged`` streams the shard
+   ``_listings/{fingerprint}.json`` → id, then ``storage.version_commit.commit_staged`` streams the shard
    manifests into ``manifest.parquet``, renames the staging directory to the version's and writes
    ``version.json`` last.
 
@@ -62,15 +62,14 @@ from sim2real.storage.sources.base import (
     load_frame,
     printable,
 )
+from sim2real.storage.version_commit import commit_staged, finish_commit
 from sim2real.storage.versions import (
     PARTS_DIR,
     PENDING_FILE,
     STAGING_DIR,
     DatasetStore,
     Version,
-    commit_staged,
     content_hash,
-    finish_commit,
     shard_file_name,
     shard_manifest_name,
 )
@@ -298,7 +297,7 @@ def commit_ingest(store: DatasetStore, listing: Listing) -> Version:
     """Derive the version id from the shards' digests and commit the staged version (``version.json`` last).
 
     Reads the part records (one at a time) and the shard manifests from storage, so the caller passes
-    only the listing. Raises :class:`~sim2real.storage.versions.EmptyVersion` when no frame survived
+    only the listing. Raises :class:`~sim2real.storage.version_commit.EmptyVersion` when no frame survived
     (every one quarantined, or none listed: e.g. a nightly run with no new frames).
     """
 

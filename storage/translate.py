@@ -7,7 +7,7 @@ thread pool, while the translation keeps running), copies the label members byte
 to ``meta.json``, checks every label's sha256 against the source manifest and writes the shard, its
 manifest rows next to it (``shards/{name}-{i}.parquet``) and its part record (counts and quarantined
 frames, no rows); ``commit_translation`` streams the shard manifests into the version's
-(``storage.versions.commit_in_place``). What a task returns and the flow holds is
+(``storage.version_commit.commit_in_place``). What a task returns and the flow holds is
 :func:`shard_summary`: O(shards), never rows. No torch, no Prefect.
 """
 
@@ -24,10 +24,10 @@ from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_table, sha_column, with_member_hashes
 from sim2real.storage.shards import ShardBuilder
 from sim2real.storage.translate_read import FrameBatch
+from sim2real.storage.version_commit import commit_in_place
 from sim2real.storage.versions import (
     DatasetStore,
     Version,
-    commit_in_place,
     content_hash,
     shard_file_name,
     shard_manifest_name,

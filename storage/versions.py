@@ -10,11 +10,12 @@ Layout (see DESIGN.md)::
     {root}/datasets/{name}/aliases/{alias}.json          e.g. ``production`` → a version id
 
 Each shard may have its manifest rows next to it (``shards/{name}-{000000}.parquet``); the version's
-``manifest.parquet`` is then assembled by streaming those files (:func:`commit_staged`), one row group
-per shard, so the commit holds one shard's rows at a time.
+``manifest.parquet`` is then assembled by streaming those files, one row group per shard, so the
+commit holds one shard's rows at a time.
 
 While a version is being built, each finished shard leaves a small part file under ``_parts/``;
-the commit gathers them into the manifest, quarantine and index and writes ``version.json``. A
+the commit (``storage.version_commit``) gathers them into the manifest, quarantine and index and
+writes ``version.json``. This module names the layout and reads committed versions. A
 directory without ``version.json`` is invisible to readers, and so is everything under a dataset's
 ``_staging/`` (versions whose id is not known yet, see ``storage.ingest``) and ``_listings/``.
 """
@@ -25,7 +26,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -34,7 +35,6 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sim2real.storage.manifest import MANIFEST_SCHEMA
 from sim2real.storage.shards import atomic_open, write_atomic
 
 VERSION_FILE = "version.json"
@@ -46,15 +46,10 @@ STAGING_DIR = "_staging"
 LISTINGS_DIR = "_listings"
 PENDING_FILE = "_commit.json"  # version.json's content, waiting for the version directory's rename
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]*")
-QUARANTINE_SCHEMA = pa.schema([("key", pa.string()), ("path", pa.string()), ("reason", pa.string())])
 
 
 class VersionNotFound(LookupError):
     """The requested ``name@version`` has no committed version under the root."""
-
-
-class EmptyVersion(ValueError):
-    """A version would hold no samples: it is not committed (a reader would find nothing)."""
 
 
 def content_hash(payload: Any, length: int = 16) -> str:
@@ -268,187 +263,6 @@ class DatasetStore:
             raise VersionNotFound(f"{name}@{version}: cannot alias an uncommitted version")
         path = f"{self.root}/datasets/{name}/aliases/{alias}.json"
         self.write_json(path, {"version": version, "set_at": time.time()})
-
-
-def commit_version(
-    store: DatasetStore,
-    name: str,
-    version: str,
-    parts: Sequence[Mapping[str, Any]],
-    info: Mapping[str, Any],
-    manifest: pa.Table,
-) -> Version:
-    """Write index, manifest and quarantine from the shard ``parts``, then ``version.json`` last."""
-    vdir = store.version_dir(name, version)
-    quarantine_rows = [row for part in parts for row in part.get("quarantine", [])]
-    shards = [{k: part["shard"][k] for k in ("file", "nsamples", "filesize", "md5")} for part in parts]
-    index = wids_index(name, version, shards)
-    store.write_table(f"{vdir}/{QUARANTINE_FILE}", pa.Table.from_pylist(quarantine_rows, QUARANTINE_SCHEMA))
-    if manifest.num_rows == 0:
-        raise EmptyVersion(empty_version_message(f"{name}@{version}", quarantine_rows,
-                                                 store.url(f"{vdir}/{QUARANTINE_FILE}")))
-    store.write_table(f"{vdir}/{MANIFEST_FILE}", manifest)
-    store.write_json(f"{vdir}/{INDEX_FILE}", index)
-    full_info = {
-        **info,
-        "name": name,
-        "version": version,
-        "samples": manifest.num_rows,
-        "quarantined": len(quarantine_rows),
-        "shards": shards,
-        "created_at": time.time(),
-    }
-    store.write_json(f"{vdir}/{VERSION_FILE}", full_info)
-    if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
-        store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
-    return Version(store, name, version, full_info)
-
-
-def empty_version_message(
-    ref: str, quarantine_rows: Sequence[Mapping[str, Any]], where: str, total: int | None = None
-) -> str:
-    """Why ``ref`` is not committed: no samples, with the first quarantine reasons and where all are.
-
-    ``total``: how many frames were quarantined when ``quarantine_rows`` holds only the first ones.
-    """
-    total = len(quarantine_rows) if total is None else total
-    if not total:
-        return f"{ref}: no samples and nothing quarantined; nothing committed"
-    first = "; ".join(f"{r['path']}: {r['reason']}" for r in quarantine_rows[:3])
-    more = f" (+{total - 3} more)" if total > 3 else ""
-    return (f"{ref}: no samples: all {total} frame(s) quarantined, nothing committed; "
-            f"{first}{more}; every reason in {where}")
-
-
-def write_commit_files(
-    store: DatasetStore,
-    name: str,
-    version: str,
-    directory: str,
-    parts: Callable[[], Iterator[Mapping[str, Any]]],
-    info: Mapping[str, Any],
-) -> dict[str, Any]:
-    """Write ``quarantine.parquet``, ``manifest.parquet`` and ``index.json`` of a version built in
-    ``directory``, streaming; return what ``version.json`` will say.
-
-    ``parts()`` yields each shard's part record in shard order (``shard``: file, nsamples, filesize,
-    md5; ``quarantine``: rows), one at a time; each shard's manifest rows are read from
-    ``shards/{name}-{i}.parquet`` (one row group each in ``manifest.parquet``). Raises
-    :class:`EmptyVersion` (quarantine written, naming it) when no shard holds a sample.
-    """
-    shards: list[dict[str, Any]] = []
-    first_quarantined: list[Mapping[str, Any]] = []  # for the message of a version with no samples
-    quarantined = 0
-
-    def quarantine_tables() -> Iterator[pa.Table]:
-        nonlocal quarantined
-        for part in parts():
-            shards.append({k: part["shard"][k] for k in ("file", "nsamples", "filesize", "md5")})
-            rows = part.get("quarantine", [])
-            quarantined += len(rows)
-            first_quarantined.extend(rows[: 3 - len(first_quarantined)])
-            yield pa.Table.from_pylist(rows, QUARANTINE_SCHEMA)
-
-    store.write_table_streaming(f"{directory}/{QUARANTINE_FILE}", QUARANTINE_SCHEMA, quarantine_tables())
-    if sum(s["nsamples"] for s in shards) == 0:
-        where = store.url(f"{directory}/{QUARANTINE_FILE}")
-        raise EmptyVersion(empty_version_message(f"{name}@{version}", first_quarantined, where, quarantined))
-    manifests = (
-        store.read_table(f"{directory}/shards/{shard_manifest_name(shard['file'])}") for shard in shards
-    )
-    samples = store.write_table_streaming(f"{directory}/{MANIFEST_FILE}", MANIFEST_SCHEMA, manifests)
-    store.write_json(f"{directory}/{INDEX_FILE}", wids_index(name, version, shards))
-    for leftover in store.fs.ls(f"{directory}/shards", detail=False):  # temp files of killed shard writers
-        if ".tmp-" in leftover.rsplit("/", 1)[-1]:
-            store.fs.rm(leftover)
-    return {
-        **info,
-        "name": name,
-        "version": version,
-        "samples": samples,
-        "quarantined": quarantined,
-        "shards": shards,
-        "created_at": time.time(),
-    }
-
-
-def commit_in_place(
-    store: DatasetStore,
-    name: str,
-    version: str,
-    parts: Callable[[], Iterator[Mapping[str, Any]]],
-    info: Mapping[str, Any],
-) -> Version:
-    """Commit a version whose shards were written in its own directory (its id was known up front, as
-    for translate): :func:`write_commit_files`, then ``version.json`` last, then the part records go."""
-    vdir = store.version_dir(name, version)
-    full_info = write_commit_files(store, name, version, vdir, parts, info)
-    store.write_json(f"{vdir}/{VERSION_FILE}", full_info)
-    if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
-        store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
-    return Version(store, name, version, full_info)
-
-
-def commit_staged(
-    store: DatasetStore,
-    name: str,
-    version: str,
-    staging: str,
-    parts: Callable[[], Iterator[Mapping[str, Any]]],
-    info: Mapping[str, Any],
-) -> Version:
-    """Commit the version built under ``staging`` (its id known only now, as for ingest) as
-    ``name@version``, ``version.json`` last.
-
-    Steps, each safe to redo after a kill: :func:`write_commit_files` into ``staging``, then
-    ``version.json``'s content as ``_commit.json``; the directory renamed to the version's;
-    ``version.json`` written from ``_commit.json``. A version already committed under the same id is
-    kept and ``staging`` removed.
-    """
-    vdir = store.version_dir(name, version)
-    if store.exists(name, version):
-        store.fs.rm(staging, recursive=True)
-        return store.open(f"{name}@{version}")
-    full_info = write_commit_files(store, name, version, staging, parts, info)
-    store.write_json(f"{staging}/{PENDING_FILE}", full_info)
-    if store.fs.exists(f"{vdir}/{PENDING_FILE}"):  # killed between the rename and version.json: same content
-        store.fs.rm(staging, recursive=True)
-        return finish_commit(store, name, version)
-    if store.fs.exists(vdir):  # a directory no commit finished moving in
-        store.fs.rm(vdir, recursive=True)
-    store.fs.mv(staging, vdir, recursive=True)
-    return finish_commit(store, name, version)
-
-
-def finish_commit(store: DatasetStore, name: str, version: str) -> Version:
-    """Write ``version.json`` from the ``_commit.json`` a staged commit left in the version directory."""
-    vdir = store.version_dir(name, version)
-    info = store.read_json(f"{vdir}/{PENDING_FILE}")
-    for leftover in (PARTS_DIR, "listing"):
-        if store.fs.exists(f"{vdir}/{leftover}"):
-            store.fs.rm(f"{vdir}/{leftover}", recursive=True)
-    store.write_json(f"{vdir}/{VERSION_FILE}", info)
-    store.fs.rm(f"{vdir}/{PENDING_FILE}")
-    return Version(store, name, version, info)
-
-
-def wids_index(name: str, version: str, shards: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The wids ``index.json`` of a version's shards (empty shards left out)."""
-    return {
-        "__kind__": "wids-shard-index-v1",
-        "wids_version": 1,
-        "name": f"{name}@{version}",
-        "shardlist": [
-            {
-                "url": f"shards/{s['file']}",
-                "nsamples": s["nsamples"],
-                "filesize": s["filesize"],
-                "md5": s["md5"],
-            }
-            for s in shards
-            if s["nsamples"] > 0
-        ],
-    }
 
 
 def default_root() -> str:

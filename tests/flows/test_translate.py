@@ -37,7 +37,8 @@ from sim2real.storage.manifest import manifest_row, manifest_table, with_member_
 from sim2real.storage.registry import RegistryError, TranslatorRegistry
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.storage.versions import DatasetStore, commit_version, shard_file_name
+from sim2real.storage.version_commit import commit_version
+from sim2real.storage.versions import DatasetStore, shard_file_name
 from sim2real.tasks import translate as translate_tasks
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

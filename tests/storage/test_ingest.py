@@ -21,7 +21,8 @@ from sim2real.storage.listing import external_sorted, sorted_keys, without_keys
 from sim2real.storage.sources import folder
 from sim2real.storage.sources.base import SourceFrame
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.storage.versions import DatasetStore, EmptyVersion
+from sim2real.storage.version_commit import EmptyVersion
+from sim2real.storage.versions import DatasetStore
 
 CONFIG = ingest_lib.IngestConfig(max_shard_samples=4)
 
@@ -132,8 +133,8 @@ def test_sorted_keys_merges_versions_in_key_order(tmp_path: Path):
 
 CHILD = """
 import os, signal, sys
-from sim2real.storage import ingest, versions
-from sim2real.storage.versions import DatasetStore, EmptyVersion
+from sim2real.storage import ingest, version_commit
+from sim2real.storage.versions import DatasetStore
 
 point, export, root = sys.argv[1:4]
 die = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
@@ -148,7 +149,7 @@ if point == "mid-shard":
 elif point == "before-commit":
     ingest.commit_staged = die
 elif point == "after-rename":
-    versions.finish_commit = die
+    version_commit.finish_commit = die
 ingest.ingest_serially(DatasetStore(root), export, "toy", ingest.IngestConfig(max_shard_samples=3))
 """
 

@@ -7,13 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sim2real.storage.manifest import manifest_table
-from sim2real.storage.versions import (
-    DatasetStore,
-    EmptyVersion,
-    VersionNotFound,
-    commit_version,
-    content_hash,
-)
+from sim2real.storage.version_commit import EmptyVersion, commit_version
+from sim2real.storage.versions import DatasetStore, VersionNotFound, content_hash
 
 
 def _commit(store: DatasetStore, name: str, version: str) -> None:
