@@ -90,7 +90,9 @@ class PipelineConfig(BaseModel):
 class FrameBatch:
     """Frames of one source shard that travel together, from the read to the written shard.
 
-    Read with ``images`` (B×3×H×W uint8 source pixels) or, for frames that failed to decode, with
+    Read with ``images`` (B×3×H×W uint8 source pixels, a view of B×H×W×3 memory: channels-last, the
+    layout images decode to and the CPU engine computes in, so neither side transposes) or, for frames
+    that failed to decode, with
     ``errors`` instead; the translate step sets ``pixels`` (B×H×W×3 uint8) and, where the engine
     encoded on its own threads, ``encoded`` (one image file's bytes per frame).
     """
@@ -112,7 +114,7 @@ class FrameBatch:
 
 
 def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
-    """Encoded image bytes → (3×H×W uint8 image, sha256 of the bytes).
+    """Encoded image bytes → (H×W×3 uint8 image, sha256 of the bytes).
 
     Raises :class:`~sim2real.storage.schema.SchemaError` naming ``where`` (shard and key) and the reason.
     """
@@ -124,7 +126,7 @@ def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
         raise schema.SchemaError(f"{where}: cannot decode image: {reason}") from exc
     except Exception as exc:  # PIL raises many types for corrupt images
         raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
-    return array.transpose(2, 0, 1), schema.sha256_hex(data)
+    return array, schema.sha256_hex(data)
 
 
 def _image_member(raw: RawSample) -> tuple[str, bytes] | str:
@@ -196,7 +198,8 @@ def assemble(
             frames.append((position, raw["__key__"], result[0], labels, result[1]))
     if frames:
         positions, keys, images, label_sets, shas = zip(*frames, strict=True)
-        batch = FrameBatch(list(positions), list(keys), list(label_sets), list(shas), np.stack(images))
+        pixels = np.stack(images).transpose(0, 3, 1, 2)  # B×3×H×W, channels-last in memory
+        batch = FrameBatch(list(positions), list(keys), list(label_sets), list(shas), pixels)
         batches.append(batch)
     return batches
 
