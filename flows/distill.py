@@ -21,6 +21,7 @@ from sim2real.flows.train_translator import segment_stops
 from sim2real.models.translator.distill import DistillConfig
 from sim2real.storage.versions import default_root
 from sim2real.tasks import distill as distill_tasks
+from sim2real.tasks import translator_eval
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES: tuple[str, ...] = ("tiny", "demo", "full")
@@ -81,8 +82,8 @@ def distill_flow(
         table(f"{key}-losses", rows, f"losses of distill run {run.run_id} (teacher {teacher})")
         update_progress_artifact(progress, 100.0 * segment["step"] / total)
         logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
-    segmenter_url = distill_tasks.reference_segmenter(run)
-    metrics = distill_tasks.evaluate(run, segmenter_url)
+    segmenter_url = translator_eval.reference_segmenter(run.teacher_run)
+    metrics = translator_eval.evaluate_distilled(run, segmenter_url)
     table(
         f"{key}-vs-teacher",
         [{"name": name, **values} for name, values in metrics["vs_teacher"].items()],

@@ -18,9 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from sim2real.flows.reporting import artifact_key, table
+from sim2real.models.translator.runs import TranslatorProfile
 from sim2real.storage.versions import default_root
 from sim2real.tasks import translator as translator_tasks
-from sim2real.tasks.translator_run import TranslatorProfile
+from sim2real.tasks import translator_eval
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 PROFILES: tuple[str, ...] = ("tiny", "demo", "full")
@@ -118,8 +119,8 @@ def train_translator_flow(
         publish_preview(f"{key}-preview", segment["preview"], segment["step"])
         update_progress_artifact(progress, 100.0 * segment["step"] / total)
         logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
-    segmenter_url = translator_tasks.reference_segmenter(run)
-    metrics = translator_tasks.evaluate(run, segmenter_url)
+    segmenter_url = translator_eval.reference_segmenter(run)
+    metrics = translator_eval.evaluate(run, segmenter_url)
     table(
         f"{key}-metrics",
         [{"name": k, "value": v} for k, v in metrics["summary"].items()],

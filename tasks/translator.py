@@ -1,4 +1,6 @@
-"""Prefect tasks of the train-translator flow: thin wrappers over ``sim2real.tasks.translator_run``.
+"""Prefect tasks of the train-translator flow: the run's folder in ``storage.training_runs``, the training
+in ``models.translator`` (run records and cards in ``models.translator.runs``); evaluation tasks are in
+``tasks.translator_eval``.
 
 Training is split into segments of ``checkpoint_every`` steps, one task each: a segment resumes from
 the run's last checkpoint, so a retry (or a rerun after a crash) repeats at most one segment.
@@ -12,55 +14,82 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from sim2real.tasks import translator_run
-from sim2real.tasks.translator_run import TranslatorProfile, TranslatorRun
+from sim2real.models.device import resolve_device
+from sim2real.models.translator import fit, runs
+from sim2real.models.translator.checkpoint import translator_weights
+from sim2real.models.translator.data import translator_batches
+from sim2real.models.translator.runs import TranslatorProfile, TranslatorRun
+from sim2real.models.translator.training import TrainingState, run_training
+from sim2real.storage import training_runs as store
+from sim2real.storage.registry import TranslatorRegistry
+from sim2real.storage.versions import DatasetStore, content_hash
+
+
+def folder(run: TranslatorRun) -> store.RunFolder:
+    """The run's folder under its root."""
+    return store.run_folder(run.root, runs.TRANSLATORS, run.run_id)
+
+
+def load_state(run: TranslatorRun) -> TrainingState:
+    """The run's training state: from its last checkpoint, or fresh (seeded) before the first."""
+    return runs.translator_state(run, folder(run).checkpoint(), folder(run).checkpoint_url)
 
 
 @task(name="plan-translator-run", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def plan_run(
     root: str, source: str, target: str, profile_name: str, profile: TranslatorProfile, device: str
 ) -> TranslatorRun:
-    """Resolve the data versions and derive the run id."""
-    return translator_run.plan_run(root, source, target, profile_name, profile, device)
+    """Resolve ``source``/``target`` refs to committed versions and derive the run id from them."""
+    src, tgt = DatasetStore(root).open(source), DatasetStore(root).open(target)
+    run_id = content_hash({"source": src.ref, "target": tgt.ref, "profile": profile.model_dump(mode="json")})
+    urls = {"source_urls": src.shard_urls, "target_urls": tgt.shard_urls}
+    return TranslatorRun(root=root, run_id=run_id, source=src.ref, target=tgt.ref, **urls,
+                         profile_name=profile_name, profile=profile, device=str(resolve_device(device)))
 
 
 @task(name="checkpoint-step", cache_policy=NO_CACHE)
 def checkpoint_step(run: TranslatorRun) -> int:
     """The step the run's last checkpoint reached (0 if none)."""
-    return translator_run.checkpoint_step(run)
+    data = folder(run).checkpoint()
+    return 0 if data is None else fit.checkpoint_step(data, folder(run).checkpoint_url)
 
 
-@task(
-    name="train-translator-segment",
-    cache_policy=NO_CACHE,
-    task_run_name="train-to-step-{stop_step}",
-    retries=1,
-    retry_delay_seconds=5,
-)
+@task(name="train-translator-segment", cache_policy=NO_CACHE, task_run_name="train-to-step-{stop_step}",
+      retries=1, retry_delay_seconds=5)
 def train_segment(run: TranslatorRun, stop_step: int) -> dict[str, Any]:
     """Train to ``stop_step`` from the last checkpoint; returns loss rows and the preview grid URL."""
-    return translator_run.train_segment(run, stop_step)
+    out, train, config = folder(run), run.profile.train, run.profile.translator
+    state = load_state(run)
+    start, seed = state.step, train.seed + state.step  # a resumed segment sees a fresh, reproducible order
+    fraction, buffer = run.profile.metrics.val_fraction, train.shuffle_buffer
+    sim = store.sample_stream(run.source_urls, runs.split(fraction, False), buffer, seed, resampled=True)
+    real = store.sample_stream(run.target_urls, runs.split(fraction, False), buffer, seed + 1, resampled=True)
+    history = out.losses_until(start)
 
+    def save(s: TrainingState) -> None:
+        out.save_checkpoint(fit.checkpoint_bytes(s, config))
 
-@task(name="reference-segmenter", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def reference_segmenter(run: TranslatorRun) -> str:
-    """The target-trained segmenter behind label fidelity (trained once per target version)."""
-    return translator_run.ensure_reference_segmenter(run)
-
-
-@task(name="evaluate-translator", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=5)
-def evaluate(run: TranslatorRun, segmenter_url: str) -> dict[str, Any]:
-    """Translation-quality metrics, translated vs raw sim."""
-    return translator_run.evaluate_run(run, segmenter_url)
+    batches = translator_batches(sim, real, train, seed=seed)
+    rows = run_training(state, batches, config, run.device, stop_step, on_checkpoint=save)
+    out.save_losses(history + rows)
+    frames = store.first_samples(run.source_urls, runs.split(fraction, True), runs.PREVIEW_FRAMES)
+    preview = out.save_preview(stop_step, runs.preview_png(state.translator, frames))
+    return {"start": start, "step": state.step, "rows": rows, "preview": preview}
 
 
 @task(name="register-translator", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
 def register(run: TranslatorRun, metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Save weights and card in the registry; returns the run result with the translator id."""
-    return translator_run.register_run(run, metrics)
+    """Save the final weights and card in the registry; write and return the result with its id."""
+    state = load_state(run)
+    runs.check_final_step(folder(run).url, state.step, run.profile.train.steps)
+    weights, card = translator_weights(state.translator), runs.translator_card(run, metrics)
+    result = runs.run_result(run, TranslatorRegistry(run.root).save(weights, card), state.step, metrics)
+    folder(run).save_result(result)
+    return result
 
 
 @task(name="finished-translator-run", cache_policy=NO_CACHE)
 def finished_result(run: TranslatorRun) -> dict[str, Any] | None:
-    """The registered result of a run that already finished, else None."""
-    return translator_run.finished_result(run)
+    """The result of a run that already registered its translator, else None."""
+    result = folder(run).result()
+    return result if result and TranslatorRegistry(run.root).exists(result["translator"]) else None

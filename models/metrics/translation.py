@@ -204,3 +204,31 @@ def summarize(translated: Mapping[str, Any], raw: Mapping[str, Any], reference_m
         summary[f"{name}_translated"] = translated["detail"][name]
         summary[f"{name}_raw_sim"] = raw["detail"][name]
     return summary
+
+
+#: Summary metrics compared student vs teacher: (name, whether higher is better).
+COMPARED_METRICS: tuple[tuple[str, bool], ...] = (
+    ("fidelity_miou_translated", True),
+    ("edge_agreement_translated", True),
+    ("light_color_accuracy_translated", True),
+    ("sign_digit_accuracy_translated", True),
+    ("realism_swd_translated", False),
+)
+
+
+def relative_difference(student: float | None, teacher: float | None) -> float | None:
+    """``(student - teacher) / |teacher|`` in percent; None when either is missing or the teacher is 0."""
+    if student is None or teacher is None or teacher == 0:
+        return None
+    return 100.0 * (student - teacher) / abs(teacher)
+
+
+def compare(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per compared metric: both values, the student's % difference, and whether it is worse by > 5 %."""
+    rows = {}
+    for name, higher_is_better in COMPARED_METRICS:
+        s, t = student.get(name), teacher.get(name)
+        diff = relative_difference(s, t)
+        worse = None if diff is None else (-diff if higher_is_better else diff) > 5.0
+        rows[name] = {"student": s, "teacher": t, "difference_pct": diff, "worse_by_over_5pct": worse}
+    return rows

@@ -21,6 +21,7 @@ from sim2real.models.metrics.segmentation import confusion_matrix
 from sim2real.models.metrics.translation import (
     ReferenceSegmenterConfig,
     TranslationMetricsConfig,
+    compare,
     flip_matrix,
     json_safe,
     label_fidelity,
@@ -173,3 +174,30 @@ def evaluate_translation(
             "frames": {"sim": len(sim_frames), "real": len(real_frames)},
         }
     )
+
+
+def evaluate_student(
+    student: nn.Module,
+    teacher: Translator,
+    sim_frames: Sequence[Mapping[str, Any]],
+    real_frames: Sequence[Mapping[str, Any]],
+    segmenter: nn.Module,
+    config: TranslationMetricsConfig,
+    device: torch.device | str,
+    digit_bitmaps: Mapping[int, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """:func:`evaluate_translation` of a distilled ``student`` and of its ``teacher`` on the same frames:
+    the student's metrics, the teacher's summary and ``vs_teacher`` (:func:`compare`)."""
+
+    def score(model: nn.Module) -> dict[str, Any]:
+        return evaluate_translation(
+            model,  # type: ignore[arg-type]  # any module with ``translate`` and ``stride``
+            sim_frames, real_frames, segmenter, config, device, digit_bitmaps,
+        )
+
+    student_metrics, teacher_metrics = score(student.eval()), score(teacher)
+    return {
+        **student_metrics,
+        "teacher_summary": teacher_metrics["summary"],
+        "vs_teacher": compare(student_metrics["summary"], teacher_metrics["summary"]),
+    }

@@ -13,14 +13,12 @@ with its weight from :class:`DistillLossConfig`:
 * ``hf`` — the teacher's detail term kept: :func:`high_frequency_loss` between the sim frame and the
   student's translation, heavier at sign / light / lane-mark pixels.
 
-Checkpoints are explicit dicts (student, optimizer, scheduler, step, config) read back with
-``weights_only=True``; where their bytes go is the caller's business.
+Training runs in the one loop of :mod:`~sim2real.models.translator.fit` and checkpoints in its one
+format (student, optimizer, scheduler, step, config; read back with ``weights_only=True``).
 """
 
 from __future__ import annotations
 
-import io
-import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim2real.models.translator.config import OptimConfig
 from sim2real.models.translator.data import detail_mask, image_tensor, random_crop_flip
+from sim2real.models.translator.fit import CheckpointError, fit, restore_checkpoint
 from sim2real.models.translator.losses import high_frequency_loss, l1, semantic_loss
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentConfig, StudentTranslator, build_student
@@ -177,6 +176,10 @@ class DistillState:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int = 0
 
+    def components(self) -> dict[str, Any]:
+        """What a checkpoint saves, by name (:mod:`~sim2real.models.translator.fit`)."""
+        return {"student": self.student, "optimizer": self.optimizer, "scheduler": self.scheduler}
+
 
 def new_distill_state(config: DistillConfig, device: torch.device | str, seed: int = 0) -> DistillState:
     """A fresh (seeded) student with its Adam optimizer and step-decay scheduler on ``device``."""
@@ -243,65 +246,26 @@ def run_distillation(
     until_step: int,
     on_checkpoint: Callable[[DistillState], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``state.step`` → ``until_step``; checkpoint every ``checkpoint_every`` steps and at the end.
-
-    Returns the logged rows: the mean of each loss over every ``log_every`` steps, with ``step``.
-    Raises ``RuntimeError`` when the batches run out first.
-    """
+    """Distil ``state.step`` → ``until_step`` with :func:`distill_step` in :func:`~.fit.fit`: checkpoint
+    every ``checkpoint_every`` steps and at the end; returns the loss rows (means over ``log_every``).
+    Raises ``RuntimeError`` when the batches run out first."""
     device = torch.device(device)
     teacher.requires_grad_(False)
-    rows: list[dict[str, float]] = []
-    window: list[dict[str, float]] = []
-    while state.step < until_step:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            raise RuntimeError(f"distillation: no data left at step {state.step}") from None
-        window.append(distill_step(state, teacher, batch.to(device), config.loss))
-        if state.step % config.train.log_every == 0 or state.step == until_step:
-            row = {name: sum(w.get(name, 0.0) for w in window) / len(window) for name in window[-1]}
-            row["step"] = float(state.step)
-            rows.append(row)
-            window = []
-        due = state.step % config.train.checkpoint_every == 0 or state.step == until_step
-        if on_checkpoint is not None and due:
-            on_checkpoint(state)
-    return rows
 
+    def step(batch: DistillBatch) -> dict[str, float]:
+        return distill_step(state, teacher, batch.to(device), config.loss)
 
-class DistillCheckpointError(ValueError):
-    """A distillation checkpoint cannot be used; the message names it and says why."""
-
-
-def distill_checkpoint_bytes(state: DistillState, config: DistillConfig) -> bytes:
-    """The training checkpoint of ``state`` as ``torch.save`` bytes of a plain dict."""
-    payload = {
-        "student": state.student.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
-        "scheduler": state.scheduler.state_dict(),
-        "step": state.step,
-        "config": config.model_dump(mode="json"),
-    }
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    return buffer.getvalue()
+    save = None if on_checkpoint is None else lambda: on_checkpoint(state)
+    train = config.train
+    return fit(state, batches, step, until_step, train.log_every, train.checkpoint_every, save,
+               what="distillation")
 
 
 def restore_distill_state(
     data: bytes, device: torch.device | str, source: str = "<bytes>"
 ) -> tuple[DistillState, DistillConfig]:
-    """Rebuild the state saved by :func:`distill_checkpoint_bytes` (``weights_only=True``)."""
-    try:
-        payload = torch.load(io.BytesIO(data), map_location=torch.device(device), weights_only=True)
-        config = DistillConfig.model_validate(payload["config"])
-        state = new_distill_state(config, device)
-        state.student.load_state_dict(payload["student"])
-        state.optimizer.load_state_dict(payload["optimizer"])
-        state.scheduler.load_state_dict(payload["scheduler"])
-        state.step = int(payload["step"])
-    except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise DistillCheckpointError(f"{source}: not a student distillation checkpoint: {exc}") from exc
-    return state, config
+    """Rebuild the state saved by :func:`~.fit.checkpoint_bytes` (``weights_only=True``)."""
+    return restore_checkpoint(data, device, DistillConfig, new_distill_state, source, "student distillation")
 
 
 def student_weights(student: StudentTranslator) -> dict[str, torch.Tensor]:
@@ -321,5 +285,5 @@ def student_from_weights(
         model = build_student(cfg)
         model.load_state_dict(dict(weights))
     except (RuntimeError, ValueError) as exc:
-        raise DistillCheckpointError(f"{source}: weights do not fit the student config: {exc}") from exc
+        raise CheckpointError(f"{source}: weights do not fit the student config: {exc}") from exc
     return model.to(torch.device(device)).eval()

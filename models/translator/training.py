@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.func import functional_call
@@ -18,6 +19,7 @@ from torch.func import functional_call
 from sim2real.models.translator.config import LossConfig, OptimConfig, TranslatorConfig
 from sim2real.models.translator.data import TranslatorBatch
 from sim2real.models.translator.discriminator import Discriminators, lsgan_dis_loss, lsgan_gen_loss
+from sim2real.models.translator.fit import fit
 from sim2real.models.translator.losses import high_frequency_loss, l1, semantic_loss
 from sim2real.models.translator.model import Translator, build_discriminators, build_translator
 
@@ -33,6 +35,17 @@ class TrainingState:
     gen_scheduler: torch.optim.lr_scheduler.LRScheduler
     dis_scheduler: torch.optim.lr_scheduler.LRScheduler
     step: int = 0
+
+    def components(self) -> dict[str, Any]:
+        """What a checkpoint saves, by name (:mod:`~sim2real.models.translator.fit`)."""
+        return {
+            "translator": self.translator,
+            "discriminators": self.discriminators,
+            "gen_optimizer": self.gen_optimizer,
+            "dis_optimizer": self.dis_optimizer,
+            "gen_scheduler": self.gen_scheduler,
+            "dis_scheduler": self.dis_scheduler,
+        }
 
 
 def _adam(params: list[torch.nn.Parameter], optim: OptimConfig) -> torch.optim.Optimizer:
@@ -179,28 +192,15 @@ def run_training(
     on_checkpoint: Callable[[TrainingState], None] | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``state.step`` → ``until_step``, checkpoint every ``checkpoint_every`` steps and at the end.
-
-    Returns the logged rows: the mean of each loss over every ``log_every`` steps, with ``step``.
-    """
+    """Train ``state.step`` → ``until_step`` with :func:`train_step` in :func:`~.fit.fit`: checkpoint
+    every ``checkpoint_every`` steps and at the end; returns the loss rows (means over ``log_every``)."""
     device = torch.device(device)
     channels_last = device.type == "cuda"
-    rows: list[dict[str, float]] = []
-    window: list[dict[str, float]] = []
-    while state.step < until_step:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            raise RuntimeError(f"translator training: no data left at step {state.step}") from None
-        window.append(train_step(state, batch.to(device, channels_last), config, device))
-        if state.step % config.train.log_every == 0 or state.step == until_step:
-            row = {name: sum(w.get(name, 0.0) for w in window) / len(window) for name in window[-1]}
-            row["step"] = float(state.step)
-            rows.append(row)
-            window = []
-            if on_log is not None:
-                on_log(row)
-        due = state.step % config.train.checkpoint_every == 0 or state.step == until_step
-        if on_checkpoint is not None and due:
-            on_checkpoint(state)
-    return rows
+
+    def step(batch: TranslatorBatch) -> dict[str, float]:
+        return train_step(state, batch.to(device, channels_last), config, device)
+
+    save = None if on_checkpoint is None else lambda: on_checkpoint(state)
+    train = config.train
+    return fit(state, batches, step, until_step, train.log_every, train.checkpoint_every, save, on_log,
+               what="translator training")

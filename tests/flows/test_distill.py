@@ -22,7 +22,7 @@ from sim2real.storage import schema
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
-from sim2real.tasks import distill_run
+from sim2real.tasks import distill as distill_tasks
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +50,7 @@ def world(tmp_path_factory, prefect_harness):
 def distilled(world):
     """The student, distilled with a crash injected after the first checkpoint, then resumed."""
     root, teacher = world["root"], world["teacher"]
-    real_run = distill_run.run_distillation
+    real_run = distill_tasks.run_distillation
     mp = pytest.MonkeyPatch()
 
     def crash_in_second_segment(state, *args, **kwargs):
@@ -58,7 +58,7 @@ def distilled(world):
             raise RuntimeError("simulated crash in the second segment")
         return real_run(state, *args, **kwargs)
 
-    mp.setattr(distill_run, "run_distillation", crash_in_second_segment)
+    mp.setattr(distill_tasks, "run_distillation", crash_in_second_segment)
     with pytest.raises(RuntimeError, match="simulated crash"):
         distill_flow(teacher=teacher, source="sim@latest", root=root, profile="tiny")
     mp.undo()

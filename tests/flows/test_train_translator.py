@@ -18,7 +18,7 @@ from sim2real.models.translator.checkpoint import load_translator
 from sim2real.models.translator.inference import translate_batch
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.tasks import translator_run
+from sim2real.tasks import translator as translator_tasks
 
 
 @pytest.fixture(autouse=True)
@@ -48,14 +48,14 @@ def test_segment_stops():
 
 
 def test_crash_resume_register_and_rerun(toy_root, monkeypatch):
-    real_run_training = translator_run.run_training
+    real_run_training = translator_tasks.run_training
 
     def crash_after_step_two(state, batches, config, device, until_step, **kwargs):
         if state.step >= 2:
             raise RuntimeError("simulated crash in the second segment")
         return real_run_training(state, batches, config, device, until_step, **kwargs)
 
-    monkeypatch.setattr(translator_run, "run_training", crash_after_step_two)
+    monkeypatch.setattr(translator_tasks, "run_training", crash_after_step_two)
     with pytest.raises(RuntimeError, match="simulated crash"):
         train_translator_flow(source="sim@latest", target="real@latest", root=toy_root, profile="tiny")
     monkeypatch.undo()

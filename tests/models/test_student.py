@@ -8,17 +8,16 @@ import torch
 
 from sim2real.models.translator.config import TranslatorConfig
 from sim2real.models.translator.distill import (
-    DistillCheckpointError,
     DistillConfig,
     DistillTrainConfig,
     distill_batches,
-    distill_checkpoint_bytes,
     distill_step,
     new_distill_state,
     restore_distill_state,
     student_from_weights,
     student_weights,
 )
+from sim2real.models.translator.fit import CheckpointError, checkpoint_bytes
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.kinds import footprint, get_kind, model_from_weights
 from sim2real.models.translator.model import build_translator
@@ -140,14 +139,14 @@ def test_checkpoint_round_trip_continues_identically_and_rejects_garbage():
     batch = next(distill_batches(toy_samples(2), lambda x: translate_batch(teacher, x), TINY.train))
     state = new_distill_state(TINY, "cpu")
     distill_step(state, teacher, batch, TINY.loss)
-    restored, config = restore_distill_state(distill_checkpoint_bytes(state, TINY), "cpu")
+    restored, config = restore_distill_state(checkpoint_bytes(state, TINY), "cpu")
     assert config == TINY and restored.step == 1
     a = distill_step(state, teacher, batch, TINY.loss)
     b = distill_step(restored, teacher, batch, TINY.loss)
     assert a == b
     for name, tensor in state.student.state_dict().items():
         assert torch.equal(tensor, restored.student.state_dict()[name])
-    with pytest.raises(DistillCheckpointError, match="ckpt.pt: not a student distillation checkpoint"):
+    with pytest.raises(CheckpointError, match="ckpt.pt: not a student distillation checkpoint"):
         restore_distill_state(b"\x00garbage", "cpu", source="ckpt.pt")
 
 

@@ -8,14 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from sim2real.models.translator.checkpoint import (
-    CheckpointError,
-    checkpoint_bytes,
-    load_translator,
-    restore_training_state,
-    translator_weights,
-)
+from sim2real.models.translator.checkpoint import load_translator, restore_training_state, translator_weights
 from sim2real.models.translator.data import translator_batches
+from sim2real.models.translator.fit import CheckpointError, checkpoint_bytes
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.training import new_training_state, run_training
 from sim2real.storage.registry import TranslatorRegistry
