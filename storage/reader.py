@@ -48,7 +48,7 @@ def register_fsspec_schemes(schemes: Iterable[str] = ("s3", "gs", "gcs", "memory
 def decode_rgb(data: bytes) -> np.ndarray:
     """Image bytes → H×W×3 uint8.
 
-    A 16-bit grey PNG (only in versions ingested before the camera rule of ``sources/convert.py``) is
+    A 16-bit grey PNG (only in versions ingested before the camera rule of ``sources/image_files.py``) is
     reduced by its high byte as ingest now does; PIL's own ``convert("RGB")`` would clip it to white.
     """
     image = Image.open(io.BytesIO(data))

@@ -26,7 +26,7 @@ def printable(text: str) -> str:
 
     A POSIX file name is bytes; Python hands the bytes that are not UTF-8 over as surrogate escapes
     (PEP 383), which no UTF-8 writer accepts. They are shown as ``\\xNN`` here; where the exact name
-    must be kept, :func:`sim2real.storage.sources.convert.file_names` also records its bytes in hex.
+    must be kept, :func:`sim2real.storage.sources.source_files.file_names` also records its bytes in hex.
     """
     try:
         raw = text.encode("utf-8", "surrogateescape")

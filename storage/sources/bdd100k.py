@@ -32,6 +32,14 @@ from typing import Any
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.source_files import (
+    file_names,
+    find_by_stem,
+    present_files,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 #: Mask value → trainId: the masks are trainIds already.
@@ -92,7 +100,7 @@ class Bdd100kFormat:
         det_path = next((p for p in det_paths if os.path.exists(p)), None)
         detections = read_detections(det_path) if det_path else None
         mask_dir = os.path.join(root, "labels", "sem_seg", "masks", split)
-        masks = convert.find_by_stem(mask_dir, (".png",))
+        masks = find_by_stem(mask_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(image_dir)):
             stem, ext = os.path.splitext(entry)
@@ -102,12 +110,12 @@ class Bdd100kFormat:
             if detections is not None and entry in detections:
                 extra["detection"] = detections[entry]
             seg = masks.get(stem, os.path.join(mask_dir, stem + ".png"))
-            files, missing = convert.present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
+            files, missing = present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
             extra.update(missing)
-            frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
+            frames.append(SourceFrame(key=sanitize_key(stem), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{image_dir}: no images")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Mask value → trainId (identity) and category → detection class."""
@@ -118,14 +126,14 @@ class Bdd100kFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
-        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
+        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, MASK_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=bool(unknown)))
 
         meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"),
-                                **convert.file_names(frame.files), **notes}
+                                **file_names(frame.files), **notes}
         detection = frame.extra.get("detection")
         dropped: dict[str, int] = {}
         if detection is None:

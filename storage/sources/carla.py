@@ -34,6 +34,14 @@ from PIL import Image
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import channels_rgb, load_camera, load_label
+from sim2real.storage.sources.source_files import (
+    file_names,
+    find_by_stem,
+    present_files,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import IGNORE_ID, TRAIN_ID_BY_NAME
 
 
@@ -170,7 +178,7 @@ def semantic_tags(
     """(trainIds, unknown counts, encoding used) of a semantic camera image, raw or palette."""
     if image.mode in ("L", "P"):
         return (*tags_to_train_ids(key, location, np.asarray(image).astype(np.int64), table), "raw")
-    colours = convert.channels_rgb(key, location, "seg", image)
+    colours = channels_rgb(key, location, "seg", image)
     if encoding == "auto":
         encoding = "raw" if not colours[..., 1:].any() else "palette"
     if encoding == "raw":
@@ -183,7 +191,7 @@ def instance_members(
     key: str, location: str, image: Image.Image, table: tuple[CarlaTag, ...]
 ) -> tuple[bytes, bytes]:
     """``inst.png`` and ``boxes.json`` bytes from an instance-camera image."""
-    colours = convert.channels_rgb(key, location, "inst", image).astype(np.int64)
+    colours = channels_rgb(key, location, "inst", image).astype(np.int64)
     tags, ids = colours[..., 0], colours[..., 1] + 256 * colours[..., 2]
     detection = {t.tag: t.detection for t in table if t.detection}
     is_thing = np.isin(tags, list(detection)) & (ids > 0)
@@ -214,13 +222,13 @@ class CarlaFormat:
         frames = [frame for seq in sequences for frame in self._sequence_frames(root, seq, tags, encoding)]
         if not frames:
             raise FileNotFoundError(f"{root}: no CARLA frames (expected rgb/ and semantic/ folders)")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     @staticmethod
     def _sequence_frames(root: str, sequence: str, tags: str, encoding: str) -> list[SourceFrame]:
         base = os.path.join(root, sequence)
         seg_dir, inst_dir = os.path.join(base, ROLE_DIRS["seg"]), os.path.join(base, ROLE_DIRS["inst"])
-        segs, insts = convert.find_by_stem(seg_dir, (".png",)), convert.find_by_stem(inst_dir, (".png",))
+        segs, insts = find_by_stem(seg_dir, (".png",)), find_by_stem(inst_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(os.path.join(base, "rgb"))):
             stem, ext = os.path.splitext(entry)
@@ -230,9 +238,9 @@ class CarlaFormat:
                           "seg": segs.get(stem, os.path.join(seg_dir, stem + ".png"))}
             if os.path.isdir(inst_dir):
                 candidates["inst"] = insts.get(stem, os.path.join(inst_dir, stem + ".png"))
-            files, extra = convert.present_files(candidates)
+            files, extra = present_files(candidates)
             extra.update({"sequence": sequence, "tags": tags, "encoding": encoding})
-            frames.append(SourceFrame(key=convert.sanitize_key(sequence, stem), files=files, extra=extra))
+            frames.append(SourceFrame(key=sanitize_key(sequence, stem), files=files, extra=extra))
         return frames
 
     def mapping_table(self) -> dict[str, Any]:
@@ -243,13 +251,13 @@ class CarlaFormat:
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + original ``seg_src.png``, instance members, meta."""
         table = TAG_TABLES[frame.extra.get("tags", DEFAULT_TAGS)]
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
         train_ids, unknown, used = semantic_tags(frame.key, frame.files["seg"], seg_image, table,
                                                  frame.extra.get("encoding", "auto"))
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         if "inst" in frame.files or "inst" in frame.extra.get("missing", {}):
-            _, inst_image = convert.load_label(frame, "inst", rgb.size)
+            _, inst_image = load_label(frame, "inst", rgb.size)
             inst_png, boxes_json = instance_members(frame.key, frame.files["inst"], inst_image, table)
             members.update({schema.INST: inst_png, schema.BOXES: boxes_json})
         stem = os.path.splitext(os.path.basename(frame.files["rgb"]))[0]
@@ -259,7 +267,7 @@ class CarlaFormat:
             "frame": int(stem) if stem.isdigit() else stem,
             "carla_tags": frame.extra.get("tags", DEFAULT_TAGS),
             "label_encoding": used,
-            **convert.file_names(frame.files),
+            **file_names(frame.files),
             **notes,
         }
         members[schema.META] = convert.json_bytes(meta)

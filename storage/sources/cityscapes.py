@@ -24,6 +24,14 @@ import numpy as np
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.source_files import (
+    file_names,
+    find_by_stem,
+    present_files,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS, DETECTION_CLASSES
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -71,27 +79,27 @@ class CityscapesFormat:
             city_dir = os.path.join(image_dir, city)
             if not os.path.isdir(city_dir):
                 continue
-            labels = convert.find_by_stem(os.path.join(root, "gtFine", split, city), (".png",))
+            labels = find_by_stem(os.path.join(root, "gtFine", split, city), (".png",))
             for entry in sorted(os.listdir(city_dir)):
                 stem, ext = os.path.splitext(entry)
                 if stem.endswith(IMAGE_STEM_SUFFIX) and ext.lower() == ".png":
                     frames.append(self._frame(root, split, city, entry, labels))
         if not frames:
             raise FileNotFoundError(f"{image_dir}: no {{city}}/*{IMAGE_SUFFIX} files")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     @staticmethod
     def _frame(root: str, split: str, city: str, entry: str, labels: Mapping[str, str]) -> SourceFrame:
         label_dir = os.path.join(root, "gtFine", split, city)
         stem = os.path.splitext(entry)[0][: -len(IMAGE_STEM_SUFFIX)]
         seg_stem, inst_stem = stem + LABEL_SUFFIX[:-4], stem + INSTANCE_SUFFIX[:-4]
-        files, extra = convert.present_files({
+        files, extra = present_files({
             "rgb": os.path.join(root, "leftImg8bit", split, city, entry),
             "seg": labels.get(seg_stem, os.path.join(label_dir, seg_stem + ".png")),
             "inst": labels.get(inst_stem, os.path.join(label_dir, inst_stem + ".png")),
         })
         extra.update({"split": split, "city": city})
-        return SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra)
+        return SourceFrame(key=sanitize_key(stem), files=files, extra=extra)
 
     def mapping_table(self) -> dict[str, Any]:
         """Label id → trainId, and label id → detection class for instance boxes."""
@@ -103,13 +111,13 @@ class CityscapesFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original PNG, trainId ``seg.png`` (+ ``seg_src.png``), ``inst.png``, ``boxes.json``, meta."""
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
-        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
+        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
 
-        _, inst_image = convert.load_label(frame, "inst", rgb.size)
+        _, inst_image = load_label(frame, "inst", rgb.size)
         inst = convert.instance_ids(frame, "inst", inst_image)
         inst = np.where(inst >= INSTANCE_MIN, inst, 0).astype(np.uint16)
         boxes, dropped = instance_boxes(inst)
@@ -126,6 +134,6 @@ class CityscapesFormat:
             "city": frame.extra.get("city", city),
             "sequence": f"{city}_{seq}",
             "frame": int(number) if number.isdigit() else number,
-            **convert.file_names(frame.files),
+            **file_names(frame.files),
             "dropped_instances": dropped,
         }

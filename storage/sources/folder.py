@@ -33,6 +33,15 @@ from sim2real.storage import schema
 from sim2real.storage.listing import external_sorted
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import camera_pixels, open_image
+from sim2real.storage.sources.source_files import (
+    file_name,
+    file_names,
+    present_files,
+    require_file,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID, TRAIN_ID_BY_NAME
 
 ROLE_DIRS = {
@@ -56,7 +65,7 @@ def _read(frame: SourceFrame, role: str) -> bytes:
 
 def decode_image(frame: SourceFrame, role: str, data: bytes) -> Image.Image:
     """Decode image bytes fully (so truncated files fail here), or raise :class:`BadFrame`."""
-    return convert.open_image(frame.key, frame.files[role], role, data)
+    return open_image(frame.key, frame.files[role], role, data)
 
 
 def plain_png_size(data: bytes) -> tuple[int, int] | None:
@@ -165,7 +174,7 @@ class FolderFormat:
 
         The member folders' entries go through an external sort by (key, stem), so a frame's files
         and any stems whose keys collide arrive together (collisions are resolved as
-        ``convert.unique_keys`` does, within the group; renamed keys may break the order locally).
+        ``unique_keys`` does, within the group; renamed keys may break the order locally).
         No file is opened.
         """
         classes = os.path.join(root, "classes.json")
@@ -176,10 +185,10 @@ class FolderFormat:
             group = []
             for (key, _), entries_of_stem in groupby(same_key, lambda e: (e[0], e[1])):
                 candidates = {r: os.path.join(root, r, n) for *_, r, n in entries_of_stem}
-                files, extra = convert.present_files(candidates)  # folders, FIFOs, dangling links: bad frames
+                files, extra = present_files(candidates)  # folders, FIFOs, dangling links: bad frames
                 group.append(SourceFrame(key, {**files, "classes": classes}, extra))
             found = True
-            yield from convert.unique_keys(group) if len(group) > 1 else group
+            yield from unique_keys(group) if len(group) > 1 else group
         if not found:
             raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
 
@@ -195,7 +204,7 @@ class FolderFormat:
                 for entry in listing:
                     stem, ext = os.path.splitext(entry.name)
                     if ext.lower() in exts:
-                        yield json.dumps([convert.sanitize_key(stem), stem, role, entry.name])
+                        yield json.dumps([sanitize_key(stem), stem, role, entry.name])
 
     def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):
@@ -230,7 +239,7 @@ class FolderFormat:
         if self._lut is None:
             self._read_classes(frame.files["classes"])
         for role in frame.extra.get("unusable", {}):
-            convert.require_file(frame, role)  # raises BadFrame: the file is a folder, a FIFO, ...
+            require_file(frame, role)  # raises BadFrame: the file is a folder, a FIFO, ...
         for role in ("rgb", "seg"):
             if role not in frame.files:
                 some_file = next(p for r, p in frame.files.items() if r != "classes")
@@ -240,7 +249,7 @@ class FolderFormat:
         if plain is not None:
             member, rgb_bytes, rgb_size, conversion = schema.RGB_PNG, data, plain, None
         else:
-            member, rgb_bytes, rgb, conversion = convert.camera_pixels(frame.key, frame.files["rgb"], data)
+            member, rgb_bytes, rgb, conversion = camera_pixels(frame.key, frame.files["rgb"], data)
             rgb_size = rgb.size
         members = {member: rgb_bytes}
         seg_members, train_ids = self._load_seg(frame, rgb_size)
@@ -256,9 +265,9 @@ class FolderFormat:
             members[schema.BOXES] = data
         meta = self._read_meta(frame)
         meta.setdefault("source", self.name)
-        stem = os.path.splitext(convert.file_name(frame.files["rgb"]))[0]
+        stem = os.path.splitext(file_name(frame.files["rgb"]))[0]
         if stem != frame.key:
-            meta.update({"file_stem": stem, **convert.file_names(frame.files)})
+            meta.update({"file_stem": stem, **file_names(frame.files)})
         if conversion:
             meta["rgb_converted"] = conversion
         members[schema.META] = convert.json_bytes(meta)

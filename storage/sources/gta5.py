@@ -22,6 +22,14 @@ from typing import Any
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.source_files import (
+    file_names,
+    find_by_stem,
+    present_files,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import CITYSCAPES_LABELS
 
 #: GTA5 label id (= Cityscapes label id) → trainId.
@@ -40,18 +48,18 @@ class Gta5Format:
         image_dir, label_dir = os.path.join(root, "images"), os.path.join(root, "labels")
         if not os.path.isdir(image_dir):
             raise FileNotFoundError(f"{image_dir}: no such folder (gta5 expects images/ and labels/)")
-        labels = convert.find_by_stem(label_dir, (".png",))
+        labels = find_by_stem(label_dir, (".png",))
         frames = []
         for entry in sorted(os.listdir(image_dir)):
             stem, ext = os.path.splitext(entry)
             if ext.lower() not in IMAGE_EXTS:
                 continue
             seg = labels.get(stem, os.path.join(label_dir, stem + ".png"))
-            files, extra = convert.present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
-            frames.append(SourceFrame(key=convert.sanitize_key(stem), files=files, extra=extra))
+            files, extra = present_files({"rgb": os.path.join(image_dir, entry), "seg": seg})
+            frames.append(SourceFrame(key=sanitize_key(stem), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{image_dir}: no images (.png/.jpg/.jpeg)")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Label id → trainId (Cityscapes' table)."""
@@ -59,16 +67,16 @@ class Gta5Format:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + the original label map as ``seg_src.png``, meta."""
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
-        ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
+        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         stem = os.path.splitext(os.path.basename(frame.files["rgb"]))[0]
         meta = {
             "source": self.name,
             "frame": int(stem) if stem.isdigit() else stem,
-            **convert.file_names(frame.files),
+            **file_names(frame.files),
             **notes,
         }
         members[schema.META] = convert.json_bytes(meta)

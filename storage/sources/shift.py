@@ -41,6 +41,8 @@ from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
 from sim2real.storage.sources.carla import CARLA_LEGACY_TAGS, tag_table_json
+from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.source_files import file_names, sanitize_key, unique_keys, zip_location
 from sim2real.storage.taxonomy import IGNORE_ID
 
 #: SHIFT semantic class id → trainId (CARLA's legacy tag table).
@@ -131,7 +133,7 @@ class MemberIndex:
     def location(self, member: str) -> str:
         """A readable location of ``member`` (a path, or a ``zip://…::…`` URL)."""
         if self.is_zip:
-            return convert.zip_location(self.archive, member)
+            return zip_location(self.archive, member)
         return os.path.join(self.folder, *member.split("/"))
 
 
@@ -189,10 +191,10 @@ class ShiftFormat:
                 extra["missing"] = {"seg": masks.location(mask_stem + ".png")}
             if detections is not None and (seq, os.path.basename(name)) in detections:
                 extra["detection"] = detections[(seq, os.path.basename(name))]
-            frames.append(SourceFrame(key=convert.sanitize_key(seq, number, view), files=files, extra=extra))
+            frames.append(SourceFrame(key=sanitize_key(seq, number, view), files=files, extra=extra))
         if not frames:
             raise FileNotFoundError(f"{view_dir}: no *_img_{view}.jpg frames")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     def mapping_table(self) -> dict[str, Any]:
         """Semantic class → trainId (CARLA legacy tags) and det_2d category → detection class."""
@@ -205,12 +207,12 @@ class ShiftFormat:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, boxes from det_2d, meta."""
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
         if seg_image.mode in ("RGB", "RGBA"):
             ids = np.asarray(seg_image)[..., 0].astype(np.int64)
         else:
-            ids = convert.single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+            ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.ids_to_train(frame, "seg", ids, CLASS_TO_TRAIN)
         ego = ego_vehicle_mask(ids == VEHICLE_CLASS, float(frame.extra.get("ego_band", DEFAULT_EGO_BAND)))
         train_ids[ego] = IGNORE_ID
@@ -238,5 +240,5 @@ class ShiftFormat:
             "view": extra.get("view"),
             "sequence": extra.get("sequence"),
             "frame": extra.get("frame"),
-            **convert.file_names(frame.files),
+            **file_names(frame.files),
         }

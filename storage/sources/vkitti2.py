@@ -29,6 +29,14 @@ from typing import Any
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
+from sim2real.storage.sources.image_files import channels_rgb, load_camera, load_label
+from sim2real.storage.sources.source_files import (
+    file_names,
+    find_by_stem,
+    present_files,
+    sanitize_key,
+    unique_keys,
+)
 from sim2real.storage.taxonomy import IGNORE_ID, TRAIN_ID_BY_NAME
 
 #: VKITTI2 class name → trainId.
@@ -131,7 +139,7 @@ class Vkitti2Format:
                 frames.extend(self._variation_frames(variation_dir, scene, variation))
         if not frames:
             raise FileNotFoundError(f"{root}: no Scene*/{{variation}}/frames/rgb/Camera_*/rgb_*.jpg frames")
-        return convert.unique_keys(frames)
+        return unique_keys(frames)
 
     @staticmethod
     def _variation_frames(variation_dir: str, scene: str, variation: str) -> list[SourceFrame]:
@@ -139,7 +147,7 @@ class Vkitti2Format:
         rgb_root = os.path.join(variation_dir, "frames", "rgb")
         frames = []
         for camera in sorted(c for c in os.listdir(rgb_root) if c.startswith("Camera_")):
-            found = {role: convert.find_by_stem(os.path.join(variation_dir, "frames", group, camera), (ext,))
+            found = {role: find_by_stem(os.path.join(variation_dir, "frames", group, camera), (ext,))
                      for role, (group, _, ext) in GROUPS.items()}
             for stem, path in sorted(found["rgb"].items()):
                 if not stem.startswith("rgb_") or not stem[len("rgb_"):].isdigit():
@@ -151,13 +159,13 @@ class Vkitti2Format:
                     candidates[role] = found[role].get(f"{prefix}_{number}", default)
                 if not os.path.isdir(os.path.dirname(candidates["inst"])):
                     del candidates["inst"]
-                files, extra = convert.present_files(candidates)
+                files, extra = present_files(candidates)
                 camera_id = int(camera.split("_")[1]) if camera.split("_")[1].isdigit() else camera
                 extra.update({"scene": scene, "variation": variation, "camera": camera, "frame": int(number),
                               "colours": annotations["colours"], "tracks": annotations["tracks"]})
                 if annotations["boxes"] is not None:
                     extra["bbox_rows"] = annotations["boxes"].get(f"{int(number)}/{camera_id}", [])
-                key = convert.sanitize_key(scene, variation, camera, number)
+                key = sanitize_key(scene, variation, camera, number)
                 frames.append(SourceFrame(key=key, files=files, extra=extra))
         return frames
 
@@ -172,17 +180,17 @@ class Vkitti2Format:
 
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, trainId ``seg.png`` + original ``seg_src.png``, ``inst.png``, boxes, meta."""
-        members, rgb, notes = convert.load_camera(frame)
-        seg_bytes, seg_image = convert.load_label(frame, "seg", rgb.size)
+        members, rgb, notes = load_camera(frame)
+        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
         table = {tuple(rgb_value): CLASS_TO_TRAIN[name]
                  for name, rgb_value in frame.extra["colours"].items() if name in CLASS_TO_TRAIN}
-        colours = convert.channels_rgb(frame.key, frame.files["seg"], "seg", seg_image)
+        colours = channels_rgb(frame.key, frame.files["seg"], "seg", seg_image)
         train_ids, unknown = convert.map_colours(colours, table)
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         tracks = {int(k): v for k, v in frame.extra.get("tracks", {}).items()}
         inst = None
         if "inst" in frame.files or "inst" in frame.extra.get("missing", {}):
-            _, inst_image = convert.load_label(frame, "inst", rgb.size)
+            _, inst_image = load_label(frame, "inst", rgb.size)
             inst = convert.instance_ids(frame, "inst", inst_image)
             members[schema.INST] = convert.encode_png(inst)
         dropped: dict[str, int] = {}
@@ -205,5 +213,5 @@ class Vkitti2Format:
             "camera": extra["camera"],
             "frame": extra["frame"],
             "dropped_boxes": dropped,
-            **convert.file_names(frame.files),
+            **file_names(frame.files),
         }

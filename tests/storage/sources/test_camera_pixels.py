@@ -12,8 +12,8 @@ import webdataset as wds
 from PIL import Image
 
 from sim2real.storage import schema
-from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame
+from sim2real.storage.sources.image_files import camera_pixels, load_label
 
 H, W = 8, 12
 GREY16 = (np.arange(H * W, dtype=np.uint32).reshape(H, W) * 600).astype(np.uint16)  # 0 .. 56,400
@@ -93,7 +93,7 @@ BAD = {
 @pytest.mark.parametrize("name", sorted(GOOD))
 def test_camera_pixels_decode_right(name):
     data, expected, member = GOOD[name]
-    got_member, stored, _, conversion = convert.camera_pixels("k", f"/x/{name}.png", data)
+    got_member, stored, _, conversion = camera_pixels("k", f"/x/{name}.png", data)
     assert got_member == member
     pixels = np.asarray(Image.open(io.BytesIO(stored)).convert("RGB"))  # what decode("rgb8") does
     if expected is None:
@@ -111,7 +111,7 @@ def test_camera_pixels_decode_right(name):
 def test_unusable_camera_files_are_bad_frames_with_reasons(name):
     data, reason = BAD[name]
     with pytest.raises(BadFrame) as caught:
-        convert.camera_pixels("k", f"/x/{name}.png", data)
+        camera_pixels("k", f"/x/{name}.png", data)
     assert reason in caught.value.reason and "BytesIO" not in caught.value.reason
 
 
@@ -122,7 +122,7 @@ def test_label_maps_must_be_png(tmp_path):
     with open(path, "wb") as handle:
         handle.write(encode(Image.fromarray(RGB[..., 0]), "JPEG"))
     with pytest.raises(BadFrame, match="seg file holds JPEG data"):
-        convert.load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
+        load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
 
 
 def test_damaged_label_png_is_a_bad_frame(tmp_path):
@@ -132,7 +132,7 @@ def test_damaged_label_png_is_a_bad_frame(tmp_path):
     with open(path, "wb") as handle:
         handle.write(damaged(encode(Image.fromarray(RGB[..., 0]), "PNG"), b"IDAT"))
     with pytest.raises(BadFrame, match="unreadable seg image: .* chunk IDAT .* bad CRC"):
-        convert.load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
+        load_label(SourceFrame("k", {"seg": path}), "seg", (W, H))
 
 
 def test_stock_webdataset_reads_what_ingest_wrote(tmp_path, ingest):

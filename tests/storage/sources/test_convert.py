@@ -11,6 +11,13 @@ from PIL import Image
 
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import BadFrame, SourceFrame
+from sim2real.storage.sources.source_files import (
+    file_name,
+    present_files,
+    read_bytes,
+    require_file,
+    zip_location,
+)
 
 
 def test_map_ids_counts_only_ids_outside_the_table():
@@ -49,13 +56,13 @@ def test_zip_members_and_missing_files(tmp_path):
     archive = str(tmp_path / "img.zip")
     with zipfile.ZipFile(archive, "w") as handle:
         handle.writestr("seq/0001.bin", b"payload")
-    location = convert.zip_location(archive, "seq/0001.bin")
-    assert convert.read_bytes("k", location, "rgb") == b"payload"
-    assert convert.file_name(location) == "0001.bin"
+    location = zip_location(archive, "seq/0001.bin")
+    assert read_bytes("k", location, "rgb") == b"payload"
+    assert file_name(location) == "0001.bin"
     with pytest.raises(BadFrame, match="cannot read rgb"):
-        convert.read_bytes("k", convert.zip_location(archive, "seq/none.bin"), "rgb")
-    files, extra = convert.present_files({"rgb": archive, "seg": str(tmp_path / "none.png")})
+        read_bytes("k", zip_location(archive, "seq/none.bin"), "rgb")
+    files, extra = present_files({"rgb": archive, "seg": str(tmp_path / "none.png")})
     frame = SourceFrame("k", files, extra)
     assert list(files) == ["rgb"]
     with pytest.raises(BadFrame, match="none.png: frame 'k': missing seg file"):
-        convert.require_file(frame, "seg")
+        require_file(frame, "seg")

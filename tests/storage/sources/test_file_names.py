@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from sim2real.storage import schema
-from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import REFUSED, BadFrame, SourceFrame, get_format, load_frame
+from sim2real.storage.sources.source_files import sanitize_key, unique_keys
 
 H, W = 8, 16
 LATIN1 = b"stra\xdfe"  # "straße" written by a Latin-1 system: not UTF-8
@@ -145,14 +145,14 @@ def test_non_utf8_name_is_kept_exactly_in_meta(tmp_path, ingest):
     root = os.path.join(os.fsencode(tmp_path), b"gta5")
     make_gta5(root)
     version, raw, decoded = ingest(os.fsdecode(root), "gta5")
-    key = convert.sanitize_key(os.fsdecode(LATIN1))
+    key = sanitize_key(os.fsdecode(LATIN1))
     meta = json.loads(raw[key][schema.META])
     assert meta["files"]["rgb"] == "stra\\xdfe.png"  # readable, valid UTF-8
     assert bytes.fromhex(meta["file_names_hex"]["rgb"]) == LATIN1 + b".png"  # exact bytes
     assert bytes.fromhex(meta["file_names_hex"]["seg"]) == LATIN1 + b".png"
     assert decoded[key]["seg"].max() == 0  # label found: road (trainId 0), not "missing seg file"
     # the same frame under its UTF-8 name is another frame with another key
-    assert convert.sanitize_key("straße") in raw and convert.sanitize_key("straße") != key
+    assert sanitize_key("straße") in raw and sanitize_key("straße") != key
 
 
 def test_upper_case_label_extension_is_found(tmp_path):
@@ -165,26 +165,26 @@ def test_upper_case_label_extension_is_found(tmp_path):
 
 
 def test_key_rule():
-    assert convert.sanitize_key("Scene01", "15-deg-left", "00001") == "Scene01_15-deg-left_00001"
-    dotted, spaced = convert.sanitize_key("a.b"), convert.sanitize_key("a b")
+    assert sanitize_key("Scene01", "15-deg-left", "00001") == "Scene01_15-deg-left_00001"
+    dotted, spaced = sanitize_key("a.b"), sanitize_key("a b")
     assert dotted != spaced and dotted.startswith("a_b-") and spaced.startswith("a_b-")
-    assert convert.sanitize_key("a_b") == "a_b"  # a safe name never gets a digest
-    latin1 = convert.sanitize_key(os.fsdecode(LATIN1))
-    assert latin1 != convert.sanitize_key("straße") and latin1 == convert.sanitize_key(os.fsdecode(LATIN1))
-    for key in (dotted, spaced, latin1, convert.sanitize_key("…"), convert.sanitize_key("日本")):
+    assert sanitize_key("a_b") == "a_b"  # a safe name never gets a digest
+    latin1 = sanitize_key(os.fsdecode(LATIN1))
+    assert latin1 != sanitize_key("straße") and latin1 == sanitize_key(os.fsdecode(LATIN1))
+    for key in (dotted, spaced, latin1, sanitize_key("…"), sanitize_key("日本")):
         assert schema.KEY_PATTERN.fullmatch(key), key
-    assert convert.sanitize_key("seq", "a.b") != convert.sanitize_key("seq_a", "b")
+    assert sanitize_key("seq", "a.b") != sanitize_key("seq_a", "b")
 
 
 def test_colliding_keys_are_rekeyed_not_fatal():
     frames = [SourceFrame("a_b", {"rgb": "/x/a_b.png"}), SourceFrame("a_b", {"rgb": "/y/a_b.png"}),
               SourceFrame("c", {"rgb": "/x/c.png"})]
-    unique = convert.unique_keys(frames)
+    unique = unique_keys(frames)
     keys = [f.key for f in unique]
     assert len(set(keys)) == 3 and keys[2] == "c" and all(k.startswith("a_b-") for k in keys[:2])
     assert not any(REFUSED in f.extra for f in unique)
     same = [SourceFrame("k", {"rgb": "/x/k.png"}), SourceFrame("k", {"rgb": "/x/k.png"})]
-    refused = convert.unique_keys(same)[1]
+    refused = unique_keys(same)[1]
     assert "made twice" in refused.extra[REFUSED]
     with pytest.raises(BadFrame, match="made twice"):
         load_frame(get_format("gta5"), refused)
@@ -266,9 +266,9 @@ def test_names_as_long_as_a_file_system_allows_give_short_unique_keys(tmp_path, 
     assert len(raw) == 3
     for key in raw:
         assert schema.KEY_PATTERN.fullmatch(key) and len(key) <= schema.MAX_KEY_LENGTH
-    assert convert.sanitize_key(long_a) != convert.sanitize_key(long_b)
-    assert convert.sanitize_key("x" * schema.MAX_KEY_LENGTH) == "x" * schema.MAX_KEY_LENGTH
-    collided = convert.unique_keys([SourceFrame("k" * schema.MAX_KEY_LENGTH, {"rgb": f"/{d}/x.png"})
+    assert sanitize_key(long_a) != sanitize_key(long_b)
+    assert sanitize_key("x" * schema.MAX_KEY_LENGTH) == "x" * schema.MAX_KEY_LENGTH
+    collided = unique_keys([SourceFrame("k" * schema.MAX_KEY_LENGTH, {"rgb": f"/{d}/x.png"})
                                     for d in "ab"])
     assert all(len(f.key) <= schema.MAX_KEY_LENGTH and REFUSED not in f.extra for f in collided)
 
@@ -285,7 +285,7 @@ def test_control_characters_in_names_do_not_break_message_lines(tmp_path, ingest
     version, raw, _ = ingest(str(root), "gta5")
     (row,) = version.quarantine().to_pylist()
     assert row["path"].endswith("images/bad\\x09tab.png") and row["reason"] == "rgb file is empty (0 bytes)"
-    key = convert.sanitize_key(hostile)
+    key = sanitize_key(hostile)
     meta = json.loads(raw[key][schema.META])
     assert meta["files"]["rgb"] == "new\\x0aline\\x1b[31m.png"
     assert bytes.fromhex(meta["file_names_hex"]["rgb"]) == f"{hostile}.png".encode()

@@ -164,7 +164,7 @@ def test_damaged_zip_file_is_one_user_error_naming_it(tmp_path, random_rgb, dama
 
 def test_damaged_zip_member_is_a_bad_frame(tmp_path, random_rgb):
     """A member whose bytes do not match its CRC (or do not inflate) is a quarantined frame."""
-    from sim2real.storage.sources import convert
+    from sim2real.storage.sources.source_files import read_bytes
 
     view = os.path.join(str(tmp_path), "discrete/images/train/front")
     _write_view(view, random_rgb, zipped=True)
@@ -179,4 +179,4 @@ def test_damaged_zip_member_is_a_bad_frame(tmp_path, random_rgb):
     frames = get_format("shift").discover(str(tmp_path), {})
     frame = next(f for f in frames if info.filename in f.files["rgb"])
     with pytest.raises(BadFrame, match="cannot read rgb file: .*CRC"):
-        convert.read_bytes(frame.key, frame.files["rgb"], "rgb")
+        read_bytes(frame.key, frame.files["rgb"], "rgb")
