@@ -19,9 +19,11 @@ from prefect.settings import get_current_settings
 from sim2real.flows.distill import distill_flow, load_distill_profile
 from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.train_translator import train_translator_flow
+from sim2real.models.translator.runs import DistillRun
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
-from sim2real.tasks import distill_run
+from sim2real.storage.training_runs import LOSSES_FILE
+from sim2real.tasks import distill as distill_tasks
 
 CLI = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
 STEPS = 8  # the tiny profile checkpoints every 2 steps: four segments, the kill lands in the second
@@ -62,7 +64,7 @@ def session_processes(session: int) -> list[int]:
     return found
 
 
-def kill_after_first_checkpoint(root: str, teacher: str, run: distill_run.DistillRun) -> int:
+def kill_after_first_checkpoint(root: str, teacher: str, run: DistillRun) -> int:
     """Run ``sim2real distill`` on the test's Prefect API; SIGKILL it once its first checkpoint and loss
     rows are written. Returns the step of the checkpoint it left."""
     env = {
@@ -73,7 +75,7 @@ def kill_after_first_checkpoint(root: str, teacher: str, run: distill_run.Distil
     }
     args = ["distill", "--teacher", teacher, "--source", "sim@latest", "--profile", "tiny"]
     args += ["--steps", str(STEPS), "--device", "cpu"]
-    losses = Path(run.run_dir, distill_run.LOSSES_FILE)
+    losses = Path(distill_tasks.folder(run).url, LOSSES_FILE)
     process = subprocess.Popen(
         [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -94,7 +96,7 @@ def kill_after_first_checkpoint(root: str, teacher: str, run: distill_run.Distil
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert session_processes(process.pid) == [], "a process of the killed command is still running"
-    return distill_run.checkpoint_step(run)
+    return distill_tasks.checkpoint_step.fn(run)
 
 
 def test_distill_killed_after_first_checkpoint_resumes_from_it(world):
@@ -102,14 +104,14 @@ def test_distill_killed_after_first_checkpoint_resumes_from_it(world):
     uninterrupted_root = str(base / "uninterrupted")
     shutil.copytree(root, uninterrupted_root)  # the same versions and teacher, nothing distilled yet
     config = load_distill_profile("tiny", STEPS)
-    run = distill_run.plan_distill(root, teacher, "sim@latest", "tiny", config, "cpu")
+    run = distill_tasks.plan_run.fn(root, teacher, "sim@latest", "tiny", config, "cpu")
 
     killed_at = kill_after_first_checkpoint(root, teacher, run)
     assert 2 <= killed_at < STEPS and killed_at % 2 == 0, killed_at
-    assert distill_run.finished_result(run) is None, "nothing is registered by the killed run"
+    assert distill_tasks.finished_result.fn(run) is None, "nothing is registered by the killed run"
     # Tag the rows the killed run wrote: a rerun that resumes keeps them as they are, one that started
     # over would write them again (the same numbers: training here is deterministic) without the tag.
-    losses = Path(run.run_dir, distill_run.LOSSES_FILE)
+    losses = Path(distill_tasks.folder(run).url, LOSSES_FILE)
     rows_before = [{**r, "killed_run": True} for r in json.loads(losses.read_text())]
     assert [r["step"] for r in rows_before][:killed_at] == list(range(1, killed_at + 1))
     losses.write_text(json.dumps(rows_before))
