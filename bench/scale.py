@@ -73,6 +73,14 @@ def big_case(out: Path, work: Path, env: dict[str, str], frames: int, fixed_cpu_
     return row
 
 
+def marginal(low: dict, high: dict, input_key: str) -> float | None:
+    """Bytes read per input byte between two sizes of one run (fixed costs such as imports cancel);
+    None when either run was stopped early."""
+    if low["stopped_after_limit"] or high["stopped_after_limit"]:
+        return None
+    return round((high["rchar_MB"] - low["rchar_MB"]) / (high[input_key] - low[input_key]), 3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -102,12 +110,14 @@ def main() -> None:
             report["translate"] = [translate_case(n, base, work, env, args.limit_s) for n in args.translate]
             low, high = report["translate"][0], report["translate"][-1]
             report["translate_rss_ratio"] = round(high["peak_rss_MB"] / low["peak_rss_MB"], 3)
+            report["translate_marginal_rchar_over_source"] = marginal(low, high, "source_shards_MB")
         fixed = {"cli": one["rchar"], "worker": worker_import_rchar(env)}
         report["fixed_rchar_MB"] = {kind: round(value / 1e6, 1) for kind, value in fixed.items()}
         report["scale"] = [scale_case(n, base, work, env, fixed, args.limit_s) for n in args.frames]
         if len(report["scale"]) > 1:
             low, high = report["scale"][0], report["scale"][-1]
             report["ingest_rss_ratio"] = round(high["peak_rss_MB"] / low["peak_rss_MB"], 3)
+            report["ingest_marginal_rchar_over_export"] = marginal(low, high, "export_MB")
         report["load_avg_at_end"] = os.getloadavg()
         print(json.dumps(report, indent=1))
     finally:
