@@ -2,12 +2,17 @@
 
 One pass over the data, in parallel, with O(shards) state outside the shard tasks:
 
-1. :func:`list_inputs` lists the export once, in key order and in bounded memory (importers that
-   stream, like ``folder``, go through an external sort; no file is opened, only ``stat``-ed), leaves
-   out the keys of earlier versions by a merge join against their sorted manifest keys (no set of
-   old keys), and writes one listing file per shard. Its **fingerprint** is the sha256 of the listing
-   (keys, file names, sizes, mtimes), the config and the excluded versions: it names the staging
-   directory ``datasets/{name}/_staging/{fingerprint}/``.
+1. :func:`list_inputs` first computes the export's **fingerprint** without writing anything: an
+   order-independent hash of the names, sizes, mtimes and modes of the files the importer would list
+   (``storage.listing.entries_fingerprint``: ``stat`` only, no sort, no spill, flat memory), with the
+   config and the excluded versions. ``_listings/{fingerprint}.json`` pointing at a committed version
+   ends the ingest there. Otherwise it lists the export in key order, in bounded memory (importers
+   that stream, like ``folder``, go through an external sort; no file is opened), leaves out the keys
+   of earlier versions by a merge join against their sorted manifest keys (no set of old keys), and
+   writes one listing file per shard into a spool renamed to
+   ``datasets/{name}/_staging/{fingerprint}/listing/`` (with ``summary.json``). A file changed while
+   it is being listed may leave that listing describing the later state; the version id is derived
+   from the bytes the shard tasks read, so the committed version is right for its content either way.
 2. :func:`build_shard` (one task per shard, in parallel) reads its listing file, then reads each input
    file exactly once: validates it (images by header and CRC where only their size matters, labels
    decoded where they must be converted or counted), hashes each member once (the sha256s serve
@@ -23,12 +28,12 @@ One pass over the data, in parallel, with O(shards) state outside the shard task
    ``version.json`` last.
 
 Promises: a rerun over an unchanged export finds ``_listings/{fingerprint}.json`` pointing at a
-committed version after the listing pass and writes nothing (the listing it spooled is removed). A
+committed version after the fingerprint pass and writes nothing at all (no spool, no sort run). A
 kill -9 at any point leaves either no ``version.json`` (readers see nothing; a rerun with the same
-listing resumes the staging directory, redoing only unfinished shards) or a committed version. An
+fingerprint resumes the staging directory, redoing only unfinished shards) or a committed version. An
 export whose files were touched but not changed is rebuilt under a new fingerprint and commits to
 the same id (the existing version is kept). Bytes read from the export: each file once, plus tiny
-shared files (``classes.json``) once per shard task.
+shared files (``classes.json``) once per shard task and once by the fingerprint pass.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from typing import Any
 from sim2real import __version__
 from sim2real.storage import schema
 from sim2real.storage.listing import (
+    export_fingerprint,
+    frames_in_key_order,
     listing_file,
     local_stat,
     read_listing,
@@ -78,6 +85,7 @@ SCHEMA_VERSION = 2
 #: Label members counted per version when a frame lacks them (``frames_without_labels``).
 LABEL_KINDS: tuple[str, ...] = (schema.BOXES, schema.SEG, schema.INST)
 LISTING_DIR = "listing"
+LISTING_SUMMARY = "summary.json"  # in the listing folder: frames, shards (the listing is complete)
 STALE_SPOOL_S = 3600.0  # listing spools older than this (a killed listing pass) are removed
 
 
@@ -106,34 +114,58 @@ class Listing:
     committed: str | None = None  # the version id this listing was committed as, when it was
 
 
-def _frames_in_key_order(
-    importer: SourceFormat, source_dir: str, options: Mapping[str, Any]
-) -> Iterator[SourceFrame]:
-    streaming = getattr(importer, "iter_frames", None)
-    if streaming is not None:
-        yield from streaming(source_dir, options)
-    else:  # a list-returning importer already holds its frames: sort them in memory
-        yield from sorted(importer.discover(source_dir, options), key=lambda f: f.key)
-
-
 def list_inputs(
     store: DatasetStore, source_dir: str, name: str, config: IngestConfig, exclude_refs: Sequence[str] = ()
 ) -> Listing:
     """List ``source_dir`` into per-shard listing files (skipping the keys of ``exclude_refs``).
 
-    Returns the listing's small record; ``committed`` is set when this exact listing was committed
-    before (then nothing is left written). Raises ``FileNotFoundError``/``ValueError`` from the
-    importer for a missing or malformed export, :class:`~sim2real.storage.versions.VersionNotFound`
-    for an unknown ``exclude_refs`` entry.
+    Returns the listing's small record; ``committed`` is set when an export with the same fingerprint
+    was committed before: then nothing at all was written. Raises ``FileNotFoundError``/``ValueError``
+    from the importer for a missing or malformed export,
+    :class:`~sim2real.storage.versions.VersionNotFound` for an unknown ``exclude_refs`` entry.
     """
     importer = get_format(config.format)
     excluded = [store.open(ref) for ref in exclude_refs]
-    frames: Iterable[SourceFrame] = _frames_in_key_order(importer, source_dir, config.options)
+    fingerprint = content_hash(
+        {
+            "kind": "ingest-listing",
+            "schema": SCHEMA_VERSION,
+            "name": name,
+            "config": asdict(config),
+            "export": export_fingerprint(importer, source_dir, config.options),
+            "excluded": sorted(v.ref for v in excluded),
+        }
+    )
+    staging = store.staging_dir(name, fingerprint)
+    listing = Listing(name, source_dir, config, fingerprint, staging, 0, 0, importer.mapping_table())
+    committed = _committed_as(store, name, fingerprint)
+    if committed is not None:
+        record = store.read_json(store.listing_record_path(name, fingerprint))
+        return replace(
+            listing,
+            committed=committed,
+            num_frames=int(record.get("num_frames", 0)),
+            num_shards=int(record.get("num_shards", 0)),
+        )
+    summary_path = f"{staging}/{LISTING_DIR}/{LISTING_SUMMARY}"
+    if not store.fs.exists(summary_path):  # not staged yet (or a listing cut short by a kill)
+        _stage_listing(store, importer, listing, excluded)
+    summary = store.read_json(summary_path)
+    return replace(listing, num_frames=int(summary["num_frames"]), num_shards=int(summary["num_shards"]))
+
+
+def _stage_listing(
+    store: DatasetStore, importer: SourceFormat, listing: Listing, excluded: Sequence[Version]
+) -> None:
+    """Write the listing files into a spool under the dataset's staging folder, then rename the spool
+    to ``{staging}/listing`` (its ``summary.json`` inside: the listing is complete once it is there)."""
+    config = listing.config
+    frames: Iterable[SourceFrame] = frames_in_key_order(importer, listing.source_dir, config.options)
     if excluded:
         urls = [store.url(v.manifest_url) for v in excluded]
         frames = without_keys(frames, lambda: sorted_keys(urls))
-    spool = f"{store.root}/datasets/{name}/{STAGING_DIR}/listing-{uuid.uuid4().hex[:12]}"
-    _remove_stale_spools(store, name)
+    spool = f"{store.root}/datasets/{listing.name}/{STAGING_DIR}/listing-{uuid.uuid4().hex[:12]}"
+    _remove_stale_spools(store, listing.name)
     try:
         summary = write_listing(
             frames,
@@ -142,38 +174,25 @@ def list_inputs(
             spool,
             config.max_shard_samples,
             config.max_shard_bytes,
-            source_dir,
+            listing.source_dir,
         )
-    except BaseException:
-        store.fs.rm(spool, recursive=True)
-        raise
-    fingerprint = content_hash(
-        {
-            "kind": "ingest-listing",
-            "schema": SCHEMA_VERSION,
-            "name": name,
-            "config": asdict(config),
-            "listing": summary.fingerprint,
-            "excluded": sorted(v.ref for v in excluded),
-        }
-    )
-    listing = Listing(
-        name,
-        source_dir,
-        config,
-        fingerprint,
-        store.staging_dir(name, fingerprint),
-        summary.num_frames,
-        summary.num_shards,
-        importer.mapping_table(),
-    )
-    committed = _committed_as(store, name, fingerprint)
-    if committed is not None or store.fs.exists(f"{listing.staging}/{LISTING_DIR}"):
-        store.fs.rm(spool, recursive=True)  # this exact listing is already staged or committed
-    else:
+        store.write_json(
+            f"{spool}/{LISTING_SUMMARY}",
+            {
+                "num_frames": summary.num_frames,
+                "num_shards": summary.num_shards,
+                "digest": summary.fingerprint,
+            },
+        )
+        target = f"{listing.staging}/{LISTING_DIR}"
+        if store.fs.exists(target):  # a listing cut short by a kill (no summary): replaced
+            store.fs.rm(target, recursive=True)
         store.fs.makedirs(listing.staging, exist_ok=True)
-        store.fs.mv(spool, f"{listing.staging}/{LISTING_DIR}", recursive=True)
-    return replace(listing, committed=committed)
+        store.fs.mv(spool, target, recursive=True)
+    except BaseException:
+        if store.fs.exists(spool):
+            store.fs.rm(spool, recursive=True)
+        raise
 
 
 def count_new_frames(
@@ -182,7 +201,7 @@ def count_new_frames(
     """How many frames of ``source_dir`` no version in ``exclude_refs`` holds (a listing pass that
     writes nothing: names only, merged against the versions' sorted keys; memory flat)."""
     importer = get_format(config.format)
-    frames: Iterable[SourceFrame] = _frames_in_key_order(importer, source_dir, config.options)
+    frames: Iterable[SourceFrame] = frames_in_key_order(importer, source_dir, config.options)
     urls = [store.url(store.open(ref).manifest_url) for ref in exclude_refs]
     if urls:
         frames = without_keys(frames, lambda: sorted_keys(urls))
@@ -348,7 +367,10 @@ def commit_ingest(store: DatasetStore, listing: Listing) -> Version:
         "code_version": __version__,
         "schema_version": SCHEMA_VERSION,
     }
-    store.write_json(store.listing_record_path(listing.name, listing.fingerprint), {"version": version})
+    store.write_json(
+        store.listing_record_path(listing.name, listing.fingerprint),
+        {"version": version, "num_frames": listing.num_frames, "num_shards": listing.num_shards},
+    )
     return commit_staged(store, listing.name, version, listing.staging, parts, info)
 
 

@@ -154,6 +154,18 @@ def check_boxes(frame: SourceFrame, data: bytes, size: tuple[int, int]) -> None:
             raise BadFrame(frame.key, path, f"bbox {xyxy} outside the {size[0]}x{size[1]} frame")
 
 
+def _role_files(root: str) -> Iterator[tuple[str, str]]:
+    """(role, file name) of every member file in the role folders, in directory order."""
+    for role, exts in ROLE_DIRS.items():
+        folder = os.path.join(root, role)
+        if not os.path.isdir(folder):
+            continue
+        with os.scandir(folder) as listing:
+            for entry in listing:
+                if os.path.splitext(entry.name)[1].lower() in exts:
+                    yield role, entry.name
+
+
 @register_format("folder")
 class FolderFormat:
     """Importer of the generic export folder."""
@@ -192,19 +204,26 @@ class FolderFormat:
         if not found:
             raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
 
+    def export_entries(self, root: str, options: Mapping[str, Any]) -> Iterator[str]:
+        """The files :meth:`iter_frames` lists, relative to ``root``, in directory order: unsorted,
+        nothing opened but ``classes.json``, nothing written. Their names, sizes and mtimes fingerprint
+        the export (``storage.listing.entries_fingerprint``). Raises as :meth:`iter_frames` does."""
+        self._read_classes(os.path.join(root, "classes.json"))
+        yield "classes.json"
+        found = False
+        for role, name in _role_files(root):
+            found = True
+            yield f"{role}/{name}"
+        if not found:
+            raise FileNotFoundError(f"{root}: no frames found (expected rgb/ seg/ ... folders)")
+
     @staticmethod
     def _entries(root: str) -> Iterator[str]:
         # JSON lines [key, stem, role, file name]: any file name survives, and as keys' characters all
         # sort after '"', the line order is the key order.
-        for role, exts in ROLE_DIRS.items():
-            folder = os.path.join(root, role)
-            if not os.path.isdir(folder):
-                continue
-            with os.scandir(folder) as listing:
-                for entry in listing:
-                    stem, ext = os.path.splitext(entry.name)
-                    if ext.lower() in exts:
-                        yield json.dumps([sanitize_key(stem), stem, role, entry.name])
+        for role, name in _role_files(root):
+            stem = os.path.splitext(name)[0]
+            yield json.dumps([sanitize_key(stem), stem, role, name])
 
     def _read_classes(self, path: str) -> None:
         if not os.path.exists(path):

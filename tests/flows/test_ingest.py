@@ -64,13 +64,15 @@ def test_ingest_round_trip_with_stock_readers(export: Path, tmp_path: Path):
     assert all(sum(r["class_pixels"]) + r["ignore_pixels"] == 32 * 64 for r in manifest)
 
 
-def test_rerun_returns_same_version_and_writes_nothing(export: Path, tmp_path: Path):
+def test_rerun_returns_same_version_and_writes_nothing(export: Path, tmp_path: Path, changes_under):
     root = tmp_path / "root"
     first = ingest_flow(str(export), "toy", root=str(root))
     before = snapshot(root)
-    second = ingest_flow(str(export), "toy", root=str(root))
+    with changes_under(root) as changes:
+        second = ingest_flow(str(export), "toy", root=str(root))
     assert second["version"] == first["version"] and second["created"] is False
     assert snapshot(root) == before
+    assert changes == []  # not even a temporary listing written and removed
 
 
 def test_crash_in_one_shard_then_rerun_completes(export: Path, tmp_path: Path, monkeypatch):

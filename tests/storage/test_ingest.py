@@ -48,13 +48,20 @@ def test_merge_join_leaves_out_excluded_keys_and_passes_bad_keys():
     assert kept == ["b", "b c", "d", "a-0", "e"]  # out-of-order keys looked up by a fresh scan
 
 
-def test_same_export_twice_gives_same_id_and_writes_nothing(tmp_path: Path):
+def test_same_export_twice_gives_same_id_and_writes_nothing(tmp_path: Path, changes_under, monkeypatch):
     export = make_export(tmp_path / "export", 10)
     store = DatasetStore(str(tmp_path / "root"))
     first = ingest_lib.ingest_serially(store, str(export), "toy", CONFIG)
     before = files_of(tmp_path / "root")
-    again = ingest_lib.ingest_serially(store, str(export), "toy", CONFIG)
+
+    def no_listing(*args, **kwargs):
+        raise AssertionError("a repeat must not list the export (no sort runs, no spool)")
+
+    with monkeypatch.context() as patched, changes_under(tmp_path) as changes:
+        patched.setattr(ingest_lib, "write_listing", no_listing)
+        again = ingest_lib.ingest_serially(store, str(export), "toy", CONFIG)
     assert again.version == first.version and files_of(tmp_path / "root") == before
+    assert changes == []  # not even a temporary file written and removed
     # touched, not changed: a new listing fingerprint, rebuilt, the same content id (the version kept)
     for path in (export / "rgb").iterdir():
         os.utime(path, ns=(1, 1))
