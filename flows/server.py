@@ -2,7 +2,10 @@
 
 ``start`` launches ``prefect server start`` on a free loopback port in its own process group (its
 state, the SQLite database, under ``PREFECT_HOME``) and records it in
-``$PREFECT_HOME/sim2real-server.json`` (pid, process group, URL). Every command then finds it through
+``$PREFECT_HOME/sim2real-server.json`` (pid, process group, URL). ``start`` and ``stop`` hold an
+exclusive lock on ``$PREFECT_HOME/sim2real-server.lock`` (``flock``: released by the kernel when its
+holder dies, even by ``kill -9``), so two concurrent starts make one server: the second waits and
+finds the first one's server running. Every command then finds it through
 :func:`running_api_url` and uses it instead of starting Prefect's embedded server (~13 s of start-up
 on a busy 2-core machine). ``stop`` ends the whole process group.
 
@@ -13,6 +16,8 @@ it when the command dies, even by ``kill -9`` (``PR_SET_PDEATHSIG``): no orphane
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -21,12 +26,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from sim2real.tasks.workers import die_with_parent
 
 STATE_FILE = "sim2real-server.json"
+LOCK_FILE = "sim2real-server.lock"
 HOST = "127.0.0.1"
 
 
@@ -88,9 +95,27 @@ def running_api_url() -> str | None:
     return None
 
 
+@contextlib.contextmanager
+def _server_lock() -> Iterator[None]:
+    """Hold the exclusive lock that serialises ``start`` and ``stop`` under this ``PREFECT_HOME``."""
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / LOCK_FILE, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # waits for a concurrent start or stop to finish
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def start(port: int | None = None, timeout_s: float = 180.0) -> dict[str, Any]:
-    """Start the shared server (or return the one already running); raises ``RuntimeError`` with the log
-    tail when it does not come up within ``timeout_s``."""
+    """Start the shared server (or return the one already running, waiting for a concurrent start to
+    finish); raises ``RuntimeError`` with the log tail when it does not come up within ``timeout_s``."""
+    with _server_lock():
+        return _start(port, timeout_s)
+
+
+def _start(port: int | None, timeout_s: float) -> dict[str, Any]:
     state = read_state()
     if state and healthy(state["url"]):
         return {**state, "started": False}
@@ -119,7 +144,7 @@ def start(port: int | None = None, timeout_s: float = 180.0) -> dict[str, Any]:
         if healthy(url):
             return {**state, "started": True}
         time.sleep(0.5)
-    stop()
+    _stop(timeout_s=20.0)
     tail = log.read_text(errors="replace")[-2000:]
     raise RuntimeError(
         f"Prefect server did not come up on {url} within {timeout_s:.0f} s; log {log}:\n{tail}"
@@ -128,6 +153,11 @@ def start(port: int | None = None, timeout_s: float = 180.0) -> dict[str, Any]:
 
 def stop(timeout_s: float = 20.0) -> dict[str, Any] | None:
     """Stop the recorded server's whole process group (TERM, then KILL); None when none was running."""
+    with _server_lock():
+        return _stop(timeout_s)
+
+
+def _stop(timeout_s: float) -> dict[str, Any] | None:
     path = state_path()
     try:
         state = json.loads(path.read_text())

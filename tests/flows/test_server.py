@@ -90,6 +90,23 @@ def test_server_start_status_stop_leaves_no_process(env: dict[str, str], tmp_pat
     assert cli("server", "status", env=env).returncode == 1
 
 
+def test_two_concurrent_starts_make_one_server(env: dict[str, str]):
+    starts = [
+        subprocess.Popen([*CLI, "server", "start", "--json"], stdout=subprocess.PIPE, text=True, env=env)
+        for _ in range(2)
+    ]
+    try:
+        states = [json.loads(p.communicate(timeout=400)[0].strip().splitlines()[-1]) for p in starts]
+        assert all(p.returncode == 0 for p in starts)
+        assert states[0]["pid"] == states[1]["pid"]  # the second waited for the first and reused it
+        assert sorted(s["started"] for s in states) == [False, True]
+        group = [states[0]["pid"], *children(states[0]["pid"])]
+    finally:
+        stopped = cli("server", "stop", "--json", env=env)
+    assert json.loads(stopped.stdout.splitlines()[-1])["stopped"] is True
+    assert wait_gone(group) == []
+
+
 def test_embedded_server_dies_with_a_killed_command(env: dict[str, str]):
     script = (
         "from sim2real.flows.runtime import quiet_prefect\nquiet_prefect()\n"
