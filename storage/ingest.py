@@ -60,7 +60,7 @@ from sim2real.storage.listing import (
 )
 from sim2real.storage.manifest import manifest_row, manifest_table, rows_digest, with_member_hashes
 from sim2real.storage.schema import SchemaError
-from sim2real.storage.shards import ShardWriter
+from sim2real.storage.shards import ShardWriter, move_folder
 from sim2real.storage.sources.base import (
     BadFrame,
     SourceFormat,
@@ -188,7 +188,7 @@ def _stage_listing(
         if store.fs.exists(target):  # a listing cut short by a kill (no summary): replaced
             store.fs.rm(target, recursive=True)
         store.fs.makedirs(listing.staging, exist_ok=True)
-        store.fs.mv(spool, target, recursive=True)
+        move_folder(store.fs, spool, target, last=LISTING_SUMMARY)
     except BaseException:
         if store.fs.exists(spool):
             store.fs.rm(spool, recursive=True)

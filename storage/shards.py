@@ -218,6 +218,27 @@ def write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         handle.write(data)
 
 
+def move_folder(fs: fsspec.AbstractFileSystem, source: str, target: str, last: str) -> None:
+    """Move the folder ``source`` to ``target`` (which must not exist) so that its file ``last`` (a name
+    directly in ``source``, the folder's completion marker) arrives only once everything else has.
+
+    A local rename does that at once. On an object store (S3, GCS) a "rename" is a copy of every
+    object, then a delete: a kill part-way leaves some objects under both names, so the marker is
+    copied last and a reader or a rerun that finds it under ``target`` finds everything. The cost is
+    a server-side copy of every byte under ``source``.
+    """
+    if "file" in fs.protocol or "local" in fs.protocol:
+        fs.mv(source, target, recursive=True)
+        return
+    source, target = source.rstrip("/"), target.rstrip("/")
+    marker = f"{source}/{last}"
+    for path in fs.find(source):
+        if path.rstrip("/") != marker:
+            fs.copy(path, target + path[len(source) :])
+    fs.copy(marker, f"{target}/{last}")
+    fs.rm(source, recursive=True)
+
+
 def write_shard(
     fs: fsspec.AbstractFileSystem, path: str, samples: Iterable[tuple[str, Mapping[str, bytes]]]
 ) -> ShardInfo:

@@ -8,6 +8,9 @@ and wids ``index.json``, then write ``version.json``, the commit marker. Two way
 - :func:`commit_in_place`: the version id was known before any shard was written (translate);
 - :func:`commit_staged`: the id is known only now (ingest); the staging directory is renamed to the
   version's, each step safe to redo after a kill (:func:`finish_commit` completes a killed rename).
+  On S3 or GCS that rename is a server-side copy of every object then a delete (O(bytes), not
+  atomic): ``_commit.json`` is copied last (``storage.shards.move_folder``), so a version directory
+  holding it is complete, and a kill part-way leaves a directory without it, removed and redone.
 
 A version with no samples is never committed (:class:`EmptyVersion`, naming the quarantine file).
 """
@@ -21,6 +24,7 @@ from typing import Any
 import pyarrow as pa
 
 from sim2real.storage.manifest import MANIFEST_SCHEMA
+from sim2real.storage.shards import move_folder
 from sim2real.storage.versions import (
     INDEX_FILE,
     MANIFEST_FILE,
@@ -186,7 +190,7 @@ def commit_staged(
         return finish_commit(store, name, version)
     if store.fs.exists(vdir):  # a directory no commit finished moving in
         store.fs.rm(vdir, recursive=True)
-    store.fs.mv(staging, vdir, recursive=True)
+    move_folder(store.fs, staging, vdir, last=PENDING_FILE)  # on S3: copies, _commit.json last
     return finish_commit(store, name, version)
 
 

@@ -20,6 +20,7 @@ moto_server = pytest.importorskip("moto.server", reason="moto[server] is not ins
 import webdataset as wds  # noqa: E402
 
 from sim2real.flows.ingest import ingest_flow  # noqa: E402
+from sim2real.storage.ingest import IngestConfig, ingest_serially  # noqa: E402
 from sim2real.storage.reader import decoded_samples, register_fsspec_schemes  # noqa: E402
 from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402
 from sim2real.storage.versions import DatasetStore  # noqa: E402
@@ -104,6 +105,37 @@ def test_ingest_to_s3_and_read_back_with_stock_webdataset(export: Path, s3_root:
 
     DatasetStore(s3_root).set_alias("toy", "production", result["version"])
     assert DatasetStore(s3_root).open("toy@production").version == result["version"]
+
+
+def test_a_commit_killed_while_s3_copies_the_version_leaves_nothing_visible_and_a_rerun_completes(
+    export: Path, s3_root: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On S3 the staging folder's "rename" to the version's is a copy of every object, then a delete:
+    # a kill after some objects were copied leaves a version folder without ``_commit.json``.
+    store = DatasetStore(s3_root)
+    config = IngestConfig(max_shard_samples=4)
+    real_copy, copied = store.fs.copy, []  # s3fs binds its sync methods per instance
+
+    def copy_then_die(path1, path2, *args, **kwargs):
+        if "/_staging/" in path1 and "/_staging/" not in path2:
+            if len(copied) == 3:
+                raise RuntimeError("killed while the version was being copied")
+            copied.append(path2)
+        return real_copy(path1, path2, *args, **kwargs)
+
+    monkeypatch.setattr(store.fs, "copy", copy_then_die)
+    with pytest.raises(RuntimeError, match="killed while"):
+        ingest_serially(store, str(export), "toy", config)
+    assert len(copied) == 3 and not any(p.endswith("_commit.json") for p in copied)
+    assert store.list_versions("toy") == []  # nothing visible
+
+    monkeypatch.setattr(store.fs, "copy", real_copy)
+    version = ingest_serially(store, str(export), "toy", config)
+    assert version.num_samples == FRAMES and len(version.shard_urls) == 2
+    register_fsspec_schemes()
+    raw = list(wds.WebDataset(version.shard_urls, shardshuffle=False, empty_check=False))
+    assert sorted(s["__key__"] for s in raw) == sorted(p.stem for p in (export / "rgb").iterdir())
+    assert not store.fs.exists(f"{store.root}/datasets/toy/_staging/{version.info['listing_fingerprint']}")
 
 
 RUNNERS = {
