@@ -154,8 +154,8 @@ def entries_fingerprint(root: str, entries: Iterable[str]) -> tuple[str, int]:
                 info = os.lstat(prefix + entry)
             except OSError:
                 info = None
-        stats = (info.st_size, info.st_mtime_ns, info.st_mode) if info is not None else (-1, -1, -1)
-        line = json.dumps([entry, *stats], separators=(",", ":")).encode("utf-8", "surrogateescape")
+        stats = f"{info.st_size}\0{info.st_mtime_ns}\0{info.st_mode}" if info is not None else "-"
+        line = f"{entry}\0{stats}".encode("utf-8", "surrogateescape")  # a file name has no NUL
         total += int.from_bytes(hashlib.blake2b(line, digest_size=32).digest(), "big")
         count += 1
     return hashlib.sha256(f"{count}:{total % 2**256:064x}".encode()).hexdigest(), count
