@@ -11,21 +11,29 @@ from sim2real.storage.versions import default_root
 
 JSON_OPT = typer.Option(False, "--json", help="Print one JSON object as the last stdout line.")
 ROOT_OPT = typer.Option(None, "--root", help="Storage root URL (default: $SIM2REAL_ROOT or ./data).")
+SOURCE_OPT = typer.Option(..., "--source", help="Sim version NAME@VER (or NAME@latest).")
+PROFILE_OPT = typer.Option("tiny", "--profile", help="tiny, demo, full, or a YAML path.")
+STEPS_OPT = typer.Option(None, "--steps", min=1, help="Override the profile's step count.")
+DEVICE_OPT = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ...")
 
 
 def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _summary(result: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result["metrics"].items()))
+
+
 def train_translator(
-    source: str = typer.Option(..., "--source", help="Sim version NAME@VER (or NAME@latest)."),
+    source: str = SOURCE_OPT,
     target: str = typer.Option(..., "--target", help="Real version NAME@VER (or NAME@latest)."),
-    profile: str = typer.Option("tiny", "--profile", help="tiny, demo, full, or a YAML path."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Override the profile's step count."),
+    profile: str = PROFILE_OPT,
+    steps: int = STEPS_OPT,
     label_aware: bool = typer.Option(
         True, "--label-aware/--no-label-aware", help="Semantic + detail losses."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    device: str = DEVICE_OPT,
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -33,26 +41,18 @@ def train_translator(
     from sim2real.flows.runtime import run_quietly
     from sim2real.flows.train_translator import train_translator_flow
 
-    result = run_quietly(
-        train_translator_flow,
-        source=source,
-        target=target,
-        root=root or default_root(),
-        profile=profile,
-        steps=steps,
-        label_aware=label_aware,
-        device=device,
-    )
-    summary = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result["metrics"].items()))
+    result = run_quietly(train_translator_flow, source=source, target=target, root=root or default_root(),
+                         profile=profile, steps=steps, label_aware=label_aware, device=device)
+    summary = _summary(result)
     emit(result, as_json, f"translator {result['translator']} ({result['steps']} steps): {summary}")
 
 
 def distill(
     teacher: str = typer.Option(..., "--teacher", help="Registry id of the translator to distil."),
-    source: str = typer.Option(..., "--source", help="Sim version NAME@VER (or NAME@latest)."),
-    profile: str = typer.Option("tiny", "--profile", help="tiny, demo, full, or a YAML path."),
-    steps: int = typer.Option(None, "--steps", min=1, help="Override the profile's step count."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:1, ..."),
+    source: str = SOURCE_OPT,
+    profile: str = PROFILE_OPT,
+    steps: int = STEPS_OPT,
+    device: str = DEVICE_OPT,
     root: str = ROOT_OPT,
     as_json: bool = JSON_OPT,
 ) -> None:
@@ -60,16 +60,9 @@ def distill(
     from sim2real.flows.distill import distill_flow
     from sim2real.flows.runtime import run_quietly
 
-    result = run_quietly(
-        distill_flow,
-        teacher=teacher,
-        source=source,
-        root=root or default_root(),
-        profile=profile,
-        steps=steps,
-        device=device,
-    )
-    summary = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(result["metrics"].items()))
+    result = run_quietly(distill_flow, teacher=teacher, source=source, root=root or default_root(),
+                         profile=profile, steps=steps, device=device)
+    summary = _summary(result)
     human = (
         f"student {result['translator']} of {result['teacher']} ({result['steps']} steps, "
         f"{result['gflops_per_frame']:.3f} GFLOPs/frame at 256x512): {summary}"

@@ -8,19 +8,19 @@ had finished.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import yaml
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from sim2real.flows.reporting import artifact_key, table
-from sim2real.flows.train_translator import segment_stops
+from sim2real.flows.train_translator import train_in_segments
 from sim2real.models.translator.distill import DistillConfig
 from sim2real.storage.versions import default_root
 from sim2real.tasks import distill as distill_tasks
+from sim2real.tasks import translator as translator_tasks
 from sim2real.tasks import translator_eval
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -63,25 +63,15 @@ def distill_flow(
     root = root or default_root()
     config = load_distill_profile(profile, steps)
     run = distill_tasks.plan_run(root, teacher, source, profile, config, device)
-    done = distill_tasks.finished_result(run)
+    done = translator_tasks.finished_result(run)
     if done is not None:
         logger.info("run %s already registered student %s; nothing to do", run.run_id, done["translator"])
         return done
-    total = config.train.steps
-    start = distill_tasks.checkpoint_step(run)
-    if start:
-        logger.info("resuming distill run %s from its checkpoint at step %d", run.run_id, start)
     key = artifact_key("student", run.run_id)
-    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
-        100.0 * start / total, key=f"{key}-progress", description="distill"
-    )
-    rows: list[dict[str, Any]] = []
-    for stop in segment_stops(start, total, config.train.checkpoint_every):
-        segment = distill_tasks.train_segment(run, stop)
-        rows += [{c: round(r[c], 4) for c in TABLE_COLUMNS if c in r} for r in segment["rows"]]
-        table(f"{key}-losses", rows, f"losses of distill run {run.run_id} (teacher {teacher})")
-        update_progress_artifact(progress, 100.0 * segment["step"] / total)
-        logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
+    start = translator_tasks.checkpoint_step(run)
+    title = f"losses of distill run {run.run_id} (teacher {teacher})"
+    segment = functools.partial(distill_tasks.train_segment, run)
+    train_in_segments(key, "distill", start, config.train, segment, TABLE_COLUMNS, title)
     segmenter_url = translator_eval.reference_segmenter(run.teacher_run)
     metrics = translator_eval.evaluate_distilled(run, segmenter_url)
     table(

@@ -8,6 +8,7 @@ the last checkpoint, or returns the registered result when the run had finished.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -18,6 +19,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
 from sim2real.flows.reporting import artifact_key, table
+from sim2real.models.translator.config import TrainConfig
+from sim2real.models.translator.distill import DistillTrainConfig
 from sim2real.models.translator.runs import TranslatorProfile
 from sim2real.storage.versions import default_root
 from sim2real.tasks import translator as translator_tasks
@@ -84,6 +87,32 @@ def publish_preview(key: str, url: str, step: int) -> None:
     create_markdown_artifact(markdown, key=key, description=f"translator preview at step {step}")
 
 
+def train_in_segments(
+    key: str,
+    what: str,
+    start: int,
+    train: TrainConfig | DistillTrainConfig,
+    train_segment: Callable[[int], dict[str, Any]],
+    columns: Sequence[str],
+    title: str,
+) -> None:
+    """Run ``train_segment(stop)`` for each :func:`segment_stops` from ``start`` (a checkpoint's step)
+    to ``train.steps``, publishing the loss table (``columns``), the progress and a log line after each."""
+    logger, total = get_run_logger(), train.steps
+    if start:
+        logger.info("%s: resuming from the checkpoint at step %d", what, start)
+    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
+        100.0 * start / total, key=f"{key}-progress", description=what
+    )
+    rows: list[dict[str, Any]] = []
+    for stop in segment_stops(start, total, train.checkpoint_every):
+        segment = train_segment(stop)
+        rows += [{c: round(r[c], 4) for c in columns if c in r} for r in segment["rows"]]
+        table(f"{key}-losses", rows, title)
+        update_progress_artifact(progress, 100.0 * segment["step"] / total)
+        logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
+
+
 @flow(name="train-translator", flow_run_name="train-translator-{source}-to-{target}")
 def train_translator_flow(
     source: str,
@@ -103,22 +132,16 @@ def train_translator_flow(
     if done is not None:
         logger.info("run %s already registered translator %s; nothing to do", run.run_id, done["translator"])
         return done
-    total = config.train.steps
-    start = translator_tasks.checkpoint_step(run)
-    if start:
-        logger.info("resuming run %s from its checkpoint at step %d", run.run_id, start)
     key = artifact_key("translator", run.run_id)
-    progress: UUID = create_progress_artifact(  # type: ignore[assignment]  # sync call in a sync flow
-        100.0 * start / total, key=f"{key}-progress", description="train-translator"
-    )
-    rows: list[dict[str, Any]] = []
-    for stop in segment_stops(start, total, config.train.checkpoint_every):
+
+    def train_segment(stop: int) -> dict[str, Any]:
         segment = translator_tasks.train_segment(run, stop)
-        rows += [{c: round(r[c], 4) for c in TABLE_COLUMNS if c in r} for r in segment["rows"]]
-        table(f"{key}-losses", rows, f"losses of translator run {run.run_id} ({run.source} → {run.target})")
         publish_preview(f"{key}-preview", segment["preview"], segment["step"])
-        update_progress_artifact(progress, 100.0 * segment["step"] / total)
-        logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
+        return segment
+
+    start = translator_tasks.checkpoint_step(run)
+    title = f"losses of translator run {run.run_id} ({run.source} → {run.target})"
+    train_in_segments(key, "train-translator", start, config.train, train_segment, TABLE_COLUMNS, title)
     segmenter_url = translator_eval.reference_segmenter(run)
     metrics = translator_eval.evaluate(run, segmenter_url)
     table(

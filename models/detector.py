@@ -7,11 +7,9 @@ background). Images enter as lists of 3×H×W floats in [0, 1]; targets are torc
 
 from __future__ import annotations
 
-import io
-import math
-import pickle
+import functools
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -25,6 +23,12 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from sim2real.models import backbone_weights
 from sim2real.models.metrics.detection import DetectionMetrics, detection_metrics
+from sim2real.models.named_registry import NamedRegistry
+from sim2real.models.perception_model import (
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+)
 from sim2real.storage.taxonomy import DETECTION_CLASSES
 
 Targets = list[dict[str, torch.Tensor]]
@@ -52,44 +56,21 @@ class DetectorConfig:
     @classmethod
     def from_dict(cls, data: dict) -> DetectorConfig:
         """Rebuild from :meth:`to_dict` output (rejects unknown keys)."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"DetectorConfig: unknown keys {sorted(unknown)}")
-        values = dict(data)
-        for key in ("anchor_sizes", "aspect_ratios"):
-            if key in values:
-                values[key] = tuple(values[key])
-        return cls(**values)
+        return config_from_dict(cls, data, ("anchor_sizes", "aspect_ratios"))
 
     def to_dict(self) -> dict:
         """Plain-types dict (JSON and ``weights_only`` safe)."""
-        values = asdict(self)
-        values["anchor_sizes"] = list(self.anchor_sizes)
-        values["aspect_ratios"] = list(self.aspect_ratios)
-        return values
+        return config_to_dict(self)
 
 
 BackboneBuilder = Callable[[int], BackboneWithFPN]
-_BACKBONES: dict[str, BackboneBuilder] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator adding an FPN backbone builder (``fpn_channels -> BackboneWithFPN``); refuses duplicates."""
-
-    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES:
-            raise ValueError(f"detector backbone {name!r} is already registered")
-        _BACKBONES[name] = builder
-        return builder
-
-    return wrap
+BACKBONES: NamedRegistry[BackboneBuilder] = NamedRegistry("detector backbone")
+register_backbone = BACKBONES.register
 
 
 def get_backbone(name: str, fpn_channels: int = 256) -> BackboneWithFPN:
     """Build the registered backbone ``name``; ``ValueError`` names an unknown one."""
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown detector backbone {name!r}; known: {sorted(_BACKBONES)}")
-    return _BACKBONES[name](fpn_channels)
+    return BACKBONES.get(name)(fpn_channels)
 
 
 # Trained from scratch: plain BatchNorm (torchvision's default BatchNorm2d, not frozen), all trainable.
@@ -105,14 +86,8 @@ def _resnet_fpn(factory: Callable[..., tv_models.ResNet], fpn_channels: int) -> 
     )
 
 
-@register_backbone("resnet18_fpn")
-def _resnet18_fpn(fpn_channels: int) -> BackboneWithFPN:
-    return _resnet_fpn(tv_models.resnet18, fpn_channels)
-
-
-@register_backbone("resnet50_fpn")
-def _resnet50_fpn(fpn_channels: int) -> BackboneWithFPN:
-    return _resnet_fpn(tv_models.resnet50, fpn_channels)
+for _name, _factory in (("resnet18_fpn", tv_models.resnet18), ("resnet50_fpn", tv_models.resnet50)):
+    BACKBONES.add(_name, functools.partial(_resnet_fpn, _factory))
 
 
 @register_backbone("mobilenet_v3_large_fpn")
@@ -177,42 +152,15 @@ def build_detector(config: DetectorConfig) -> FasterRCNN:
     return model
 
 
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data_loader: Iterable[tuple[list[torch.Tensor], Targets]],
-    device: torch.device | str,
-    epoch: int,
-    scaler: torch.amp.GradScaler | None = None,
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> dict[str, float]:
-    """One pass over ``(images, targets)`` batches; sums torchvision's loss dict; per-step scheduler.
-
-    Returns ``{"epoch", "loss" (mean), "steps"}``. AMP is used when a ``scaler`` is given (CUDA).
-    """
-    model.train()
-    device = torch.device(device)
-    total, steps = 0.0, 0
-    for images, targets in data_loader:
-        images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in targets]
-        with torch.autocast(device.type, enabled=scaler is not None):
-            loss = sum(model(images, targets).values())
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"detector epoch {epoch} step {steps}: loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        total += loss.item()
-        steps += 1
-    return {"epoch": float(epoch), "loss": total / max(steps, 1), "steps": float(steps)}
+def detection_loss(
+    model: nn.Module, batch: tuple[list[torch.Tensor], Targets], device: torch.device
+) -> tuple[torch.Tensor, bool]:
+    """The loss of one ``(images, targets)`` batch on ``device``: torchvision's loss dict summed; every
+    detection batch counts as labelled (an image without boxes is a labelled empty one).
+    For :func:`~sim2real.models.perception_model.train_one_epoch`."""
+    images = [image.to(device, non_blocking=True) for image in batch[0]]
+    targets = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in batch[1]]
+    return sum(model(images, targets).values()), True  # type: ignore[return-value]  # a tensor
 
 
 @torch.inference_mode()
@@ -239,21 +187,6 @@ def evaluate(
     return detection_metrics(ground_truth, predictions, min_box_area=min_box_area)
 
 
-def checkpoint_bytes(model: FasterRCNN, extra: dict | None = None) -> bytes:
-    """A checkpoint dict (``model``, ``config``, plus ``extra``) serialised with ``torch.save``."""
-    buffer = io.BytesIO()
-    config: DetectorConfig = model.config  # type: ignore[assignment]
-    torch.save({"model": model.state_dict(), "config": config.to_dict(), **(extra or {})}, buffer)
-    return buffer.getvalue()
-
-
 def load_detector(data: bytes, source: str = "<bytes>") -> FasterRCNN:
     """Rebuild a detector from :func:`checkpoint_bytes` output (``weights_only=True``)."""
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        config = DetectorConfig.from_dict({**checkpoint["config"], "backbone_weights": None})
-        model = build_detector(config)  # every weight comes from the checkpoint
-        model.load_state_dict(checkpoint["model"])
-    except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{source}: not a detector checkpoint: {exc}") from exc
-    return model
+    return load_checkpoint(data, source, "detector", DetectorConfig.from_dict, build_detector)

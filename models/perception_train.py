@@ -33,6 +33,7 @@ from torch import nn
 
 from sim2real.models import backbone_weights, detector, segmenter
 from sim2real.models.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
+from sim2real.models.named_registry import NamedRegistry
 from sim2real.models.perception_data import (
     FrameTensors,
     Sample,
@@ -40,6 +41,7 @@ from sim2real.models.perception_data import (
     frames,
     segmentation_batches,
 )
+from sim2real.models.perception_model import checkpoint_bytes, train_one_epoch
 from sim2real.storage.taxonomy import TRAIN_CLASSES
 
 T = TypeVar("T")
@@ -128,9 +130,8 @@ class PerceptionTask:
     config_type: type
     build: Callable[[Any], nn.Module]
     batches: Callable[[Iterable[FrameTensors], int], Iterator[Any]]
-    train_one_epoch: Callable[..., dict[str, float]]
+    batch_loss: Callable[[nn.Module, Any, torch.device], tuple[torch.Tensor, bool]]
     evaluate: Callable[[nn.Module, Iterable[Any], torch.device, DataOptions], Metrics]
-    checkpoint_bytes: Callable[[Any, dict | None], bytes]
     load: Callable[[bytes, str], nn.Module]
 
 
@@ -152,36 +153,37 @@ def _segmentation_metrics(
     return {"per_class": per_class, "summary": summary}
 
 
-_TASKS: dict[str, PerceptionTask] = {
-    "detection": PerceptionTask(
+_TASKS: NamedRegistry[PerceptionTask] = NamedRegistry("perception task")
+_TASKS.add(
+    "detection",
+    PerceptionTask(
         name="detection",
         config_type=detector.DetectorConfig,
         build=detector.build_detector,
         batches=detection_batches,
-        train_one_epoch=detector.train_one_epoch,
+        batch_loss=detector.detection_loss,
         evaluate=_detection_metrics,
-        checkpoint_bytes=detector.checkpoint_bytes,
         load=detector.load_detector,
     ),
-    "segmentation": PerceptionTask(
+)
+_TASKS.add(
+    "segmentation",
+    PerceptionTask(
         name="segmentation",
         config_type=segmenter.SegmenterConfig,
         build=segmenter.build_segmenter,
         batches=segmentation_batches,
-        train_one_epoch=segmenter.train_one_epoch,
+        batch_loss=segmenter.segmentation_loss,
         evaluate=_segmentation_metrics,
-        checkpoint_bytes=segmenter.checkpoint_bytes,
         load=segmenter.load_segmenter,
     ),
-}
-TASK_NAMES: tuple[str, ...] = tuple(_TASKS)
+)
+TASK_NAMES: tuple[str, ...] = tuple(_TASKS.names())
 
 
 def get_task(name: str) -> PerceptionTask:
     """The registry entry of ``name``; ``ValueError`` names an unknown task."""
-    if name not in _TASKS:
-        raise ValueError(f"unknown perception task {name!r}; known: {sorted(_TASKS)}")
-    return _TASKS[name]
+    return _TASKS.get(name)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -310,8 +312,8 @@ def fit(
             streams[0] = real.watch(streams[0])
             items = interleave(streams, phase.counts, random.Random(f"{seed}:{epoch}"))
             batches = spec.batches(items, train.batch_size)
-            history.append(spec.train_one_epoch(model, optimizer, batches, device, len(history), scaler,
-                                                scheduler))
+            history.append(train_one_epoch(model, optimizer, batches, spec.batch_loss, device, len(history),
+                                           scaler, scheduler))
             extra_seen += sum(phase.counts[1:])
     seen = {"real_samples_seen": real.count, "extra_samples_seen": extra_seen,
             "real_samples_digest": real.digest}
@@ -340,7 +342,6 @@ def train_and_evaluate(
     device: torch.device | str,
 ) -> tuple[bytes, dict[str, Any]]:
     """Train the arm's model, evaluate it on val; return checkpoint bytes and a JSON-ready result."""
-    spec = get_task(run.task)
     started = time.perf_counter()
     model, history, seen = fit(run.task, run.model_config, run.train_config, samples_for_epoch,
                                [w for _, w in run.train], run.data, device, run.seed, run.protocol)
@@ -359,7 +360,7 @@ def train_and_evaluate(
         "eval_seconds": round(time.perf_counter() - trained, 3),
         "device": str(device),
     }
-    checkpoint = spec.checkpoint_bytes(model.cpu(), {"history": history, "arm": run.fingerprint()})
+    checkpoint = checkpoint_bytes(model.cpu(), {"history": history, "arm": run.fingerprint()})
     return checkpoint, result
 
 

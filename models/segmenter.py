@@ -7,11 +7,9 @@ input size, for any H×W. Backbones come from an explicit registry (``register_b
 
 from __future__ import annotations
 
-import io
-import math
-import pickle
+import functools
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -22,6 +20,12 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from sim2real.models import backbone_weights
 from sim2real.models.metrics.segmentation import confusion_matrix
+from sim2real.models.named_registry import NamedRegistry
+from sim2real.models.perception_model import (
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+)
 from sim2real.storage.taxonomy import IGNORE_ID, NUM_TRAIN_CLASSES
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -44,19 +48,11 @@ class SegmenterConfig:
     @classmethod
     def from_dict(cls, data: dict) -> SegmenterConfig:
         """Rebuild from :meth:`to_dict` output (rejects unknown keys)."""
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"SegmenterConfig: unknown keys {sorted(unknown)}")
-        values = dict(data)
-        if "aspp_rates" in values:
-            values["aspp_rates"] = tuple(values["aspp_rates"])
-        return cls(**values)
+        return config_from_dict(cls, data, ("aspp_rates",))
 
     def to_dict(self) -> dict:
         """Plain-types dict (JSON and ``weights_only`` safe)."""
-        values = asdict(self)
-        values["aspp_rates"] = list(self.aspp_rates)
-        return values
+        return config_to_dict(self)
 
 
 class Backbone(nn.Module):
@@ -74,26 +70,13 @@ class Backbone(nn.Module):
 
 
 BackboneBuilder = Callable[[int], Backbone]
-_BACKBONES: dict[str, BackboneBuilder] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
-    """Decorator adding a backbone builder (``output_stride -> Backbone``); refuses duplicates."""
-
-    def wrap(builder: BackboneBuilder) -> BackboneBuilder:
-        if name in _BACKBONES:
-            raise ValueError(f"segmenter backbone {name!r} is already registered")
-        _BACKBONES[name] = builder
-        return builder
-
-    return wrap
+BACKBONES: NamedRegistry[BackboneBuilder] = NamedRegistry("segmenter backbone")
+register_backbone = BACKBONES.register
 
 
 def get_backbone(name: str, output_stride: int) -> Backbone:
     """Build the registered backbone ``name``; ``ValueError`` names an unknown one."""
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown segmenter backbone {name!r}; known: {sorted(_BACKBONES)}")
-    return _BACKBONES[name](output_stride)
+    return BACKBONES.get(name)(output_stride)
 
 
 def _dilate_stage(stage: nn.Module, dilation: int) -> None:
@@ -122,19 +105,12 @@ def _resnet_backbone(factory: Callable[..., tv_models.ResNet], output_stride: in
     return Backbone(body, "low", "high", low_channels, high_channels)
 
 
-@register_backbone("resnet18")
-def _resnet18(output_stride: int) -> Backbone:
-    return _resnet_backbone(tv_models.resnet18, output_stride)
-
-
-@register_backbone("resnet34")
-def _resnet34(output_stride: int) -> Backbone:
-    return _resnet_backbone(tv_models.resnet34, output_stride)
-
-
-@register_backbone("resnet50")
-def _resnet50(output_stride: int) -> Backbone:
-    return _resnet_backbone(tv_models.resnet50, output_stride)
+for _name, _factory in (
+    ("resnet18", tv_models.resnet18),
+    ("resnet34", tv_models.resnet34),
+    ("resnet50", tv_models.resnet50),
+):
+    BACKBONES.add(_name, functools.partial(_resnet_backbone, _factory))
 
 
 @register_backbone("mobilenet_v3_large")
@@ -222,43 +198,16 @@ def build_segmenter(config: SegmenterConfig) -> DeepLabV3Plus:
     return model
 
 
-def train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    data_loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
-    device: torch.device | str,
-    epoch: int,
-    scaler: torch.amp.GradScaler | None = None,
-    lr_scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-) -> dict[str, float]:
-    """One pass over ``(images B×3×H×W in [0,1], targets B×H×W int64, 255 = ignore)``; per-step scheduler.
-
-    Returns ``{"epoch", "loss" (mean), "steps"}``. AMP is used when a ``scaler`` is given (CUDA).
-    """
-    model.train()
-    device = torch.device(device)
-    total, steps = 0.0, 0
-    for images, targets in data_loader:
-        images = images.to(device, non_blocking=True)
-        targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, enabled=scaler is not None):
-            loss = F.cross_entropy(model(images), targets, ignore_index=IGNORE_ID)
-        if not math.isfinite(loss.item()) and bool((targets != IGNORE_ID).any()):
-            raise FloatingPointError(f"segmenter epoch {epoch} step {steps}: loss is {loss.item()}")
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        if lr_scheduler is not None:
-            lr_scheduler.step()
-        if math.isfinite(loss.item()):
-            total += loss.item()
-        steps += 1
-    return {"epoch": float(epoch), "loss": total / max(steps, 1), "steps": float(steps)}
+def segmentation_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, bool]:
+    """The cross-entropy of one batch (images B×3×H×W in [0,1], targets B×H×W int64, 255 = ignore) on
+    ``device``, and whether any pixel is labelled. For
+    :func:`~sim2real.models.perception_model.train_one_epoch`."""
+    images = batch[0].to(device, non_blocking=True)
+    targets = batch[1].to(device, non_blocking=True)
+    loss = F.cross_entropy(model(images), targets, ignore_index=IGNORE_ID)
+    return loss, bool((targets != IGNORE_ID).any())
 
 
 @torch.inference_mode()
@@ -285,20 +234,6 @@ def evaluate(
     return total
 
 
-def checkpoint_bytes(model: DeepLabV3Plus, extra: dict | None = None) -> bytes:
-    """A checkpoint dict (``model``, ``config``, plus ``extra``) serialised with ``torch.save``."""
-    buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "config": model.config.to_dict(), **(extra or {})}, buffer)
-    return buffer.getvalue()
-
-
 def load_segmenter(data: bytes, source: str = "<bytes>") -> DeepLabV3Plus:
     """Rebuild a segmenter from :func:`checkpoint_bytes` output (``weights_only=True``)."""
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        config = SegmenterConfig.from_dict({**checkpoint["config"], "backbone_weights": None})
-        model = build_segmenter(config)  # every weight comes from the checkpoint
-        model.load_state_dict(checkpoint["model"])
-    except (KeyError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as exc:
-        raise ValueError(f"{source}: not a segmenter checkpoint: {exc}") from exc
-    return model
+    return load_checkpoint(data, source, "segmenter", SegmenterConfig.from_dict, build_segmenter)

@@ -63,15 +63,23 @@ def commit_version(
                                                  store.url(f"{vdir}/{QUARANTINE_FILE}")))
     store.write_table(f"{vdir}/{MANIFEST_FILE}", manifest)
     store.write_json(f"{vdir}/{INDEX_FILE}", index)
-    full_info = {
-        **info,
-        "name": name,
-        "version": version,
-        "samples": manifest.num_rows,
-        "quarantined": len(quarantine_rows),
-        "shards": shards,
-        "created_at": time.time(),
-    }
+    full_info = version_info(info, name, version, manifest.num_rows, len(quarantine_rows), shards)
+    return mark_committed(store, name, version, full_info)
+
+
+def version_info(
+    info: Mapping[str, Any], name: str, version: str, samples: int, quarantined: int,
+    shards: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """What ``version.json`` says: ``info`` plus the id, counts, shards and the commit time."""
+    counts = {"samples": samples, "quarantined": quarantined, "shards": list(shards)}
+    return {**info, "name": name, "version": version, **counts, "created_at": time.time()}
+
+
+def mark_committed(store: DatasetStore, name: str, version: str, full_info: dict[str, Any]) -> Version:
+    """Write ``version.json`` (the commit marker) into the version's directory, then drop its part
+    records."""
+    vdir = store.version_dir(name, version)
     store.write_json(f"{vdir}/{VERSION_FILE}", full_info)
     if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
         store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
@@ -135,15 +143,7 @@ def write_commit_files(
     for leftover in store.fs.ls(f"{directory}/shards", detail=False):  # temp files of killed shard writers
         if ".tmp-" in leftover.rsplit("/", 1)[-1]:
             store.fs.rm(leftover)
-    return {
-        **info,
-        "name": name,
-        "version": version,
-        "samples": samples,
-        "quarantined": quarantined,
-        "shards": shards,
-        "created_at": time.time(),
-    }
+    return version_info(info, name, version, samples, quarantined, shards)
 
 
 def commit_in_place(
@@ -155,12 +155,8 @@ def commit_in_place(
 ) -> Version:
     """Commit a version whose shards were written in its own directory (its id was known up front, as
     for translate): :func:`write_commit_files`, then ``version.json`` last, then the part records go."""
-    vdir = store.version_dir(name, version)
-    full_info = write_commit_files(store, name, version, vdir, parts, info)
-    store.write_json(f"{vdir}/{VERSION_FILE}", full_info)
-    if store.fs.exists(f"{vdir}/{PARTS_DIR}"):
-        store.fs.rm(f"{vdir}/{PARTS_DIR}", recursive=True)
-    return Version(store, name, version, full_info)
+    full_info = write_commit_files(store, name, version, store.version_dir(name, version), parts, info)
+    return mark_committed(store, name, version, full_info)
 
 
 def commit_staged(

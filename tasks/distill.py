@@ -1,6 +1,6 @@
 """Prefect tasks of the distill flow: the run's folder in ``storage.training_runs``, the distillation in
-``models.translator.distill`` (run records and cards in ``models.translator.runs``); the student is
-scored in ``tasks.translator_eval``.
+``models.translator.distill`` (run records and cards in ``models.translator.runs``). Its checkpoint
+step and finished result are ``tasks.translator``'s; the student is scored in ``tasks.translator_eval``.
 
 Distillation is split into segments of ``checkpoint_every`` steps, one task each: a segment resumes
 from the run's last checkpoint, so a retry (or a rerun after a crash) repeats at most one segment.
@@ -25,11 +25,7 @@ from sim2real.models.translator.runs import DistillRun, TranslatorRun
 from sim2real.storage import training_runs as store
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, content_hash
-
-
-def folder(run: DistillRun) -> store.RunFolder:
-    """The run's folder under its root."""
-    return store.run_folder(run.root, runs.STUDENTS, run.run_id)
+from sim2real.tasks.translator import folder
 
 
 def load_state(run: DistillRun) -> DistillState:
@@ -60,13 +56,6 @@ def plan_run(
     run_id = content_hash({"teacher": teacher, "source": src.ref, "config": config.model_dump(mode="json")})
     return DistillRun(root=root, run_id=run_id, teacher=teacher, source=src.ref, source_urls=src.shard_urls,
                       profile_name=profile_name, config=config, teacher_run=teacher_run)
-
-
-@task(name="distill-checkpoint-step", cache_policy=NO_CACHE)
-def checkpoint_step(run: DistillRun) -> int:
-    """The step the run's last checkpoint reached (0 if none)."""
-    data = folder(run).checkpoint()
-    return 0 if data is None else fit.checkpoint_step(data, folder(run).checkpoint_url)
 
 
 @task(name="distill-segment", cache_policy=NO_CACHE, task_run_name="distill-to-step-{stop_step}",
@@ -100,10 +89,3 @@ def register(run: DistillRun, metrics: Mapping[str, Any]) -> dict[str, Any]:
     result = runs.run_result(run, registry.save(translator_weights(state.student), card), state.step, metrics)
     folder(run).save_result(result)
     return result
-
-
-@task(name="finished-distill-run", cache_policy=NO_CACHE)
-def finished_result(run: DistillRun) -> dict[str, Any] | None:
-    """The result of a run that already registered its student, else None."""
-    result = folder(run).result()
-    return result if result and TranslatorRegistry(run.root).exists(result["translator"]) else None

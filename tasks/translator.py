@@ -1,4 +1,5 @@
-"""Prefect tasks of the train-translator flow: the run's folder in ``storage.training_runs``, the training
+"""Prefect tasks of the train-translator flow (``checkpoint_step`` and ``finished_result`` serve the
+distill flow too): the run's folder in ``storage.training_runs``, the training
 in ``models.translator`` (run records and cards in ``models.translator.runs``); evaluation tasks are in
 ``tasks.translator_eval``.
 
@@ -18,16 +19,16 @@ from sim2real.models.device import resolve_device
 from sim2real.models.translator import fit, runs
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.data import translator_batches
-from sim2real.models.translator.runs import TranslatorProfile, TranslatorRun
+from sim2real.models.translator.runs import DistillRun, TranslatorProfile, TranslatorRun
 from sim2real.models.translator.training import TrainingState, run_training
 from sim2real.storage import training_runs as store
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.versions import DatasetStore, content_hash
 
 
-def folder(run: TranslatorRun) -> store.RunFolder:
+def folder(run: TranslatorRun | DistillRun) -> store.RunFolder:
     """The run's folder under its root."""
-    return store.run_folder(run.root, runs.TRANSLATORS, run.run_id)
+    return store.run_folder(run.root, run.runs_folder, run.run_id)
 
 
 def load_state(run: TranslatorRun) -> TrainingState:
@@ -48,7 +49,7 @@ def plan_run(
 
 
 @task(name="checkpoint-step", cache_policy=NO_CACHE)
-def checkpoint_step(run: TranslatorRun) -> int:
+def checkpoint_step(run: TranslatorRun | DistillRun) -> int:
     """The step the run's last checkpoint reached (0 if none)."""
     data = folder(run).checkpoint()
     return 0 if data is None else fit.checkpoint_step(data, folder(run).checkpoint_url)
@@ -88,8 +89,8 @@ def register(run: TranslatorRun, metrics: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
-@task(name="finished-translator-run", cache_policy=NO_CACHE)
-def finished_result(run: TranslatorRun) -> dict[str, Any] | None:
-    """The result of a run that already registered its translator, else None."""
+@task(name="finished-run", cache_policy=NO_CACHE)
+def finished_result(run: TranslatorRun | DistillRun) -> dict[str, Any] | None:
+    """The result of a run (a translator's or a student's) that already registered its model, else None."""
     result = folder(run).result()
     return result if result and TranslatorRegistry(run.root).exists(result["translator"]) else None

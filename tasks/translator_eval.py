@@ -12,11 +12,12 @@ from prefect.cache_policies import NO_CACHE
 from torch import nn
 
 from sim2real.models.metrics.translation_eval import (
-    evaluate_student,
     evaluate_translation,
     train_reference_segmenter,
+    with_teacher,
 )
-from sim2real.models.segmenter import checkpoint_bytes, load_segmenter
+from sim2real.models.perception_model import checkpoint_bytes
+from sim2real.models.segmenter import load_segmenter
 from sim2real.models.translator import runs
 from sim2real.models.translator.runs import DistillRun, TranslatorRun
 from sim2real.storage import training_runs as store
@@ -72,6 +73,10 @@ def evaluate_distilled(run: DistillRun, segmenter_url: str) -> dict[str, Any]:
     state, teacher = distill.load_state(run), distill.load_teacher(run)
     segmenter, sim, real = held_out_inputs(run.teacher_run, run.source_urls, segmenter_url)
     glyphs = sign_glyphs(run.metrics.sign_glyphs)
-    metrics = evaluate_student(state.student, teacher, sim, real, segmenter, run.metrics, run.device, glyphs)
-    distill.folder(run).save_metrics(metrics)
+    student_metrics, teacher_metrics = (
+        evaluate_translation(model, sim, real, segmenter, run.metrics, run.device, glyphs)  # type: ignore[arg-type]
+        for model in (state.student.eval(), teacher)  # any module with ``translate`` and ``stride``
+    )
+    metrics = with_teacher(student_metrics, teacher_metrics)
+    translator.folder(run).save_metrics(metrics)
     return metrics

@@ -80,3 +80,16 @@ def changes_under():
     under ``folder`` while the block ran, even one undone before it ended (a temporary file written
     and removed). The list is filled when the block exits."""
     return _changes_under
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny convolutions gain nothing from intra-op threads, and on a
+    shared CPU OpenMP barriers waiting for a descheduled thread made such tests 10-30x slower (a test
+    that compares with a subprocess run at ``OMP_NUM_THREADS=1`` also needs the same floats)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

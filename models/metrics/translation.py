@@ -21,9 +21,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.models.metrics.segmentation import iou_per_class, mean_iou, pixel_accuracy
+from sim2real.models.translator.losses import laplacian_pyramid
 from sim2real.storage.taxonomy import TRAIN_CLASSES
-
-_BINOMIAL_5 = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0]) / 16.0
 
 
 class _Frozen(BaseModel):
@@ -101,24 +100,9 @@ def flip_matrix(cm: np.ndarray, min_fraction: float = 0.01) -> dict[str, dict[st
     return flips
 
 
-def _blur(x: torch.Tensor) -> torch.Tensor:
-    channels = x.shape[1]
-    k = _BINOMIAL_5.to(x.device, x.dtype)
-    x = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    x = F.conv2d(x, k.view(1, 1, 1, 5).expand(channels, 1, 1, 5), groups=channels)
-    return F.conv2d(x, k.view(1, 1, 5, 1).expand(channels, 1, 5, 1), groups=channels)
-
-
 def pyramid_levels(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
     """``levels`` Laplacian bands of N×3×H×W images, then the low-pass residual."""
-    out = []
-    x = images.float()
-    for _ in range(levels):
-        low = _blur(x)
-        out.append(x - low)
-        x = F.avg_pool2d(low, 2, ceil_mode=True)
-    out.append(x)
-    return out
+    return laplacian_pyramid(images.float(), levels, residual=True)
 
 
 def patch_descriptors(

@@ -29,7 +29,8 @@ from sim2real.models.metrics.translation import (
     summarize,
 )
 from sim2real.models.metrics.translation_detail import detail_readings, edge_agreement, retention_summary
-from sim2real.models.segmenter import SegmenterConfig, build_segmenter, predict, train_one_epoch
+from sim2real.models.perception_model import train_one_epoch
+from sim2real.models.segmenter import SegmenterConfig, build_segmenter, predict, segmentation_loss
 from sim2real.models.translator.data import detail_mask, random_crop_flip
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import Translator
@@ -93,7 +94,7 @@ def train_reference_segmenter(
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=config.steps)
     batches = itertools.islice(segmenter_batches(samples, config, seed), config.steps)
-    stats = train_one_epoch(model, optimizer, batches, device, epoch=0, lr_scheduler=schedule)
+    stats = train_one_epoch(model, optimizer, batches, segmentation_loss, device, 0, lr_scheduler=schedule)
     if int(stats["steps"]) < config.steps:
         raise RuntimeError(
             f"reference segmenter: data ran out after {int(stats['steps'])}/{config.steps} steps"
@@ -142,6 +143,20 @@ def domain_scores(
     }
 
 
+def real_reference(
+    real_frames: Sequence[Mapping[str, Any]],
+    segmenter: nn.Module,
+    config: TranslationMetricsConfig,
+    device: torch.device,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """The held-out real frames as N×3×H×W floats in [0, 1], and the segmenter's label fidelity on them
+    (the reference a translation's fidelity is compared with)."""
+    real_images = to_tensor([f["rgb"] for f in real_frames])
+    real_labels = np.stack([f["seg"] for f in real_frames])
+    predicted = segment(segmenter, real_images, device, config.batch_size)
+    return real_images, label_fidelity(confusion_matrix(predicted, real_labels))
+
+
 def evaluate_translation(
     translator: Translator,
     sim_frames: Sequence[Mapping[str, Any]],
@@ -154,11 +169,7 @@ def evaluate_translation(
     """All translation metrics on held-out frames, translated vs raw sim, plus the real reference."""
     device = torch.device(device)
     bitmaps = digit_bitmaps or {}
-    real_images = to_tensor([f["rgb"] for f in real_frames])
-    real_labels = np.stack([f["seg"] for f in real_frames])
-    reference = label_fidelity(
-        confusion_matrix(segment(segmenter, real_images, device, config.batch_size), real_labels)
-    )
+    real_images, reference = real_reference(real_frames, segmenter, config, device)
     raw_images = to_tensor([f["rgb"] for f in sim_frames])
     translated_images = _translate(translator, raw_images, config.batch_size).cpu()
     translated = domain_scores(
@@ -176,28 +187,11 @@ def evaluate_translation(
     )
 
 
-def evaluate_student(
-    student: nn.Module,
-    teacher: Translator,
-    sim_frames: Sequence[Mapping[str, Any]],
-    real_frames: Sequence[Mapping[str, Any]],
-    segmenter: nn.Module,
-    config: TranslationMetricsConfig,
-    device: torch.device | str,
-    digit_bitmaps: Mapping[int, np.ndarray] | None = None,
-) -> dict[str, Any]:
-    """:func:`evaluate_translation` of a distilled ``student`` and of its ``teacher`` on the same frames:
-    the student's metrics, the teacher's summary and ``vs_teacher`` (:func:`compare`)."""
-
-    def score(model: nn.Module) -> dict[str, Any]:
-        return evaluate_translation(
-            model,  # type: ignore[arg-type]  # any module with ``translate`` and ``stride``
-            sim_frames, real_frames, segmenter, config, device, digit_bitmaps,
-        )
-
-    student_metrics, teacher_metrics = score(student.eval()), score(teacher)
+def with_teacher(student: Mapping[str, Any], teacher: Mapping[str, Any]) -> dict[str, Any]:
+    """A student's :func:`evaluate_translation` result with its teacher's on the same frames: the
+    teacher's ``teacher_summary`` and ``vs_teacher`` (:func:`compare`) added."""
     return {
-        **student_metrics,
-        "teacher_summary": teacher_metrics["summary"],
-        "vs_teacher": compare(student_metrics["summary"], teacher_metrics["summary"]),
+        **student,
+        "teacher_summary": teacher["summary"],
+        "vs_teacher": compare(student["summary"], teacher["summary"]),
     }

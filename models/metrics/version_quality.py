@@ -17,13 +17,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim2real.models.metrics.segmentation import confusion_matrix
 from sim2real.models.metrics.translation import (
     TranslationMetricsConfig,
-    label_fidelity,
     summarize,
 )
-from sim2real.models.metrics.translation_eval import domain_scores, segment, to_tensor
+from sim2real.models.metrics.translation_eval import domain_scores, real_reference, to_tensor
 
 Frame = Mapping[str, Any]  # a decoded sample: rgb (H×W×3 uint8), seg, meta
 
@@ -48,11 +46,7 @@ def score_translated_version(
         )
     device = torch.device(device)
     bitmaps = digit_bitmaps or {}
-    real_images = to_tensor([f["rgb"] for f in real])
-    real_labels = np.stack([f["seg"] for f in real])
-    reference = label_fidelity(
-        confusion_matrix(segment(segmenter, real_images, device, config.batch_size), real_labels)
-    )
+    real_images, reference = real_reference(real, segmenter, config, device)
     scored = {
         name: domain_scores(
             to_tensor([f["rgb"] for f in frames]), source, real_images, segmenter, config, device, bitmaps

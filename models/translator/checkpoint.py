@@ -14,7 +14,7 @@ import torch
 from sim2real.models.translator.config import TranslatorConfig
 from sim2real.models.translator.fit import CheckpointError, restore_checkpoint
 from sim2real.models.translator.kinds import model_from_weights
-from sim2real.models.translator.model import Translator, build_translator
+from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator
 from sim2real.models.translator.training import TrainingState, new_training_state
 
@@ -27,31 +27,13 @@ def restore_training_state(
     return restore_checkpoint(data, device, TranslatorConfig, new_training_state, source, what)
 
 
-def translator_weights(translator: Translator) -> dict[str, torch.Tensor]:
-    """Inference weights: the translator's state dict as contiguous CPU tensors (safetensors-ready)."""
+def translator_weights(translator: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Inference weights of a translator of any kind (a student too): its state dict as contiguous CPU
+    tensors (safetensors-ready)."""
     return {
         name: tensor.detach().to("cpu").contiguous().clone()
         for name, tensor in translator.state_dict().items()
     }
-
-
-def translator_from_weights(
-    weights: dict[str, torch.Tensor],
-    config: dict[str, Any] | TranslatorConfig,
-    device: torch.device | str = "cpu",
-    source: str = "<weights>",
-) -> Translator:
-    """A translator in eval mode on ``device`` from :func:`translator_weights` output and its config."""
-    try:
-        cfg = config if isinstance(config, TranslatorConfig) else TranslatorConfig.model_validate(config)
-        model = build_translator(cfg)
-        model.load_state_dict(weights)
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: weights do not fit the translator config: {exc}") from exc
-    model = model.to(torch.device(device)).eval()
-    if torch.device(device).type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
 
 
 class WeightRegistry(Protocol):
@@ -68,11 +50,10 @@ def load_translator(
     """Load registry entry ``translator_id`` as an eval-mode network on ``device``, with its card: a
     :class:`Translator`, or the network of the card's ``kind`` (a distilled student) when it names one."""
     weights, card = registry.read(translator_id)
-    source = registry.path(translator_id)
-    if card.get("kind", "translator") != "translator":
-        try:
-            return model_from_weights(weights, card, device, source=source), card
-        except ValueError as exc:
-            raise CheckpointError(str(exc)) from exc
-    model = translator_from_weights(weights, card["config"], device, source=source)
+    try:
+        model = model_from_weights(weights, card, device, source=registry.path(translator_id))
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if isinstance(model, Translator) and torch.device(device).type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     return model, card

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim2real.models.translator.config import OptimConfig
 from sim2real.models.translator.data import detail_mask, image_tensor, random_crop_flip
-from sim2real.models.translator.fit import CheckpointError, fit, restore_checkpoint
+from sim2real.models.translator.fit import fit, restore_checkpoint
 from sim2real.models.translator.losses import high_frequency_loss, l1, semantic_loss
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentConfig, StudentTranslator, build_student
@@ -271,19 +271,3 @@ def restore_distill_state(
 def student_weights(student: StudentTranslator) -> dict[str, torch.Tensor]:
     """Inference weights: the student's state dict as contiguous CPU tensors (safetensors-ready)."""
     return {name: t.detach().to("cpu").contiguous().clone() for name, t in student.state_dict().items()}
-
-
-def student_from_weights(
-    weights: Mapping[str, torch.Tensor],
-    config: Mapping[str, Any] | StudentConfig,
-    device: torch.device | str = "cpu",
-    source: str = "<weights>",
-) -> StudentTranslator:
-    """An eval-mode student on ``device`` from :func:`student_weights` output and its network config."""
-    try:
-        cfg = config if isinstance(config, StudentConfig) else StudentConfig.model_validate(config)
-        model = build_student(cfg)
-        model.load_state_dict(dict(weights))
-    except (RuntimeError, ValueError) as exc:
-        raise CheckpointError(f"{source}: weights do not fit the student config: {exc}") from exc
-    return model.to(torch.device(device)).eval()

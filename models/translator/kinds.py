@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from sim2real.models.named_registry import NamedRegistry
 from sim2real.models.translator.config import TranslatorConfig
 from sim2real.models.translator.distill import DistillConfig
 from sim2real.models.translator.model import Translator, build_translator
@@ -41,23 +42,17 @@ class TranslatorKind:
     inference_modules: Callable[[Any], list[nn.Module]]  # network → the modules ``translate`` uses
 
 
-_KINDS: dict[str, TranslatorKind] = {}
+KINDS: NamedRegistry[TranslatorKind] = NamedRegistry("translator kind")
 
 
 def register_kind(kind: TranslatorKind) -> TranslatorKind:
     """Add ``kind`` to the table; ``ValueError`` when its name is taken."""
-    if kind.name in _KINDS:
-        raise ValueError(f"translator kind {kind.name!r} is already registered")
-    _KINDS[kind.name] = kind
-    return kind
+    return KINDS.add(kind.name, kind)
 
 
 def get_kind(name: str) -> TranslatorKind:
     """The table entry of ``name``; ``ValueError`` naming the known kinds when there is none."""
-    try:
-        return _KINDS[name]
-    except KeyError:
-        raise ValueError(f"unknown translator kind {name!r}; known: {', '.join(sorted(_KINDS))}") from None
+    return KINDS.get(name)
 
 
 def _teacher_inference(model: Translator) -> list[nn.Module]:

@@ -34,14 +34,15 @@ def blur(x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, k.view(1, 1, 5, 1).expand(channels, 1, 5, 1), groups=channels)
 
 
-def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """Band-pass images ``g_l - blur(g_l)`` at ``levels`` octaves (g_0 = x, g_{l+1} = pool(blur(g_l)))."""
+def laplacian_pyramid(x: torch.Tensor, levels: int, residual: bool = False) -> list[torch.Tensor]:
+    """Band-pass images ``g_l - blur(g_l)`` at ``levels`` octaves (g_0 = x, g_{l+1} = pool(blur(g_l))),
+    then, with ``residual``, the low-pass ``g_levels``."""
     bands = []
     for _ in range(levels):
         low = blur(x)
         bands.append(x - low)
         x = F.avg_pool2d(low, 2, ceil_mode=True)
-    return bands
+    return [*bands, x] if residual else bands
 
 
 def opponent_chroma(images: torch.Tensor) -> torch.Tensor:

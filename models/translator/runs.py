@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
@@ -42,7 +42,6 @@ from sim2real.models.translator.student import student_gflops_per_frame
 from sim2real.models.translator.training import TrainingState, new_training_state
 
 PREVIEW_FRAMES = 4
-TRANSLATORS, STUDENTS = "translators", "students"  # run folders: ``{root}/runs/{kind}/{run_id}``
 
 
 class TranslatorProfile(BaseModel):
@@ -80,6 +79,8 @@ class TranslatorRun(BaseModel):
     profile: TranslatorProfile
     device: str
 
+    runs_folder: ClassVar[str] = "translators"  # runs live in ``{root}/runs/{runs_folder}/{run_id}``
+
 
 class DistillRun(BaseModel):
     """Everything a distill task needs, as plain references (no tensors)."""
@@ -94,6 +95,8 @@ class DistillRun(BaseModel):
     profile_name: str
     config: DistillConfig
     teacher_run: TranslatorRun  # the teacher's training run: its target data, metric settings, segmenter
+
+    runs_folder: ClassVar[str] = "students"
 
     @property
     def metrics(self) -> TranslationMetricsConfig:

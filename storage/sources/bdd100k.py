@@ -32,7 +32,7 @@ from typing import Any
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
-from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.image_files import load_camera
 from sim2real.storage.sources.source_files import (
     file_names,
     find_by_stem,
@@ -127,21 +127,15 @@ class Bdd100kFormat:
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original JPEG, ``seg.png``, ``boxes.json`` when the frame has detection labels, meta."""
         members, rgb, notes = load_camera(frame)
-        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
-        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
-        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, MASK_TO_TRAIN)
-        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=bool(unknown)))
+        seg, unknown = convert.id_label_seg(frame, rgb.size, MASK_TO_TRAIN, always_convert=False)
+        members.update(seg)
 
         meta: dict[str, Any] = {"source": self.name, "split": frame.extra.get("split"),
                                 **file_names(frame.files), **notes}
         detection = frame.extra.get("detection")
-        dropped: dict[str, int] = {}
-        if detection is None:
-            meta["boxes"] = "absent: frame not in the detection file"
-        else:
-            boxes, dropped = convert.boxes_from_box2d(detection["labels"], CATEGORY_TO_DETECTION, rgb.size)
-            members[schema.BOXES] = convert.json_bytes(boxes)
-            meta["dropped_boxes"] = dropped
+        absent = "absent: frame not in the detection file"
+        dropped = convert.add_box2d_boxes(members, meta, detection, CATEGORY_TO_DETECTION, rgb.size, absent)
+        if detection is not None:
             names = {"weather": "weather", "timeofday": "time_of_day", "scene": "scene"}
             meta.update({names[k]: v for k, v in detection["attributes"].items() if k in names})
         members[schema.META] = convert.json_bytes(meta)

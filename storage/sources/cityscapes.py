@@ -24,7 +24,7 @@ import numpy as np
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
-from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.image_files import load_camera, load_label
 from sim2real.storage.sources.source_files import (
     file_names,
     find_by_stem,
@@ -112,10 +112,8 @@ class CityscapesFormat:
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original PNG, trainId ``seg.png`` (+ ``seg_src.png``), ``inst.png``, ``boxes.json``, meta."""
         members, rgb, notes = load_camera(frame)
-        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
-        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
-        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
-        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
+        seg, unknown = convert.id_label_seg(frame, rgb.size, LABEL_TO_TRAIN)
+        members.update(seg)
 
         _, inst_image = load_label(frame, "inst", rgb.size)
         inst = convert.instance_ids(frame, "inst", inst_image)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from sim2real.storage import schema
 from sim2real.storage.sources.base import BadFrame, SourceFrame, printable
-from sim2real.storage.sources.image_files import single_channel
+from sim2real.storage.sources.image_files import load_label, single_channel
 from sim2real.storage.taxonomy import DETECTION_CLASSES, IGNORE_ID
 
 
@@ -200,3 +200,35 @@ def add_counts(total: dict[Any, int], more: Mapping[Any, int]) -> dict[Any, int]
     for source_id, count in more.items():
         total[source_id] = total.get(source_id, 0) + count
     return total
+
+
+def id_label_seg(
+    frame: SourceFrame, size: tuple[int, int], table: Mapping[int, int], always_convert: bool = True
+) -> tuple[dict[str, bytes], dict[int, int]]:
+    """The ``seg`` members of a frame whose ``seg`` file is a one-channel id map (of the camera image's
+    ``size``) mapped through ``table``, and its unknown ids counted. The original map is kept as
+    ``seg_src.png`` unless ``always_convert`` is off and every id was known (:func:`seg_members`)."""
+    seg_bytes, seg_image = load_label(frame, "seg", size)
+    ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
+    train_ids, unknown = ids_to_train(frame, "seg", ids, table)
+    return seg_members(seg_bytes, seg_image, train_ids, converted=always_convert or bool(unknown)), unknown
+
+
+def add_box2d_boxes(
+    members: dict[str, bytes],
+    meta: dict[str, Any],
+    detection: Mapping[str, Any] | None,
+    table: Mapping[str, str],
+    size: tuple[int, int],
+    absent: str,
+) -> dict[str, int]:
+    """Add ``boxes.json`` from a frame's box2d label record (:func:`boxes_from_box2d`) to ``members``
+    and ``dropped_boxes`` to ``meta``; returns the dropped-box counts. A frame without a record gets no
+    ``boxes.json`` (missing is not empty) and ``meta["boxes"] = absent`` saying why."""
+    if detection is None:
+        meta["boxes"] = absent
+        return {}
+    boxes, dropped = boxes_from_box2d(detection["labels"], table, size)
+    members[schema.BOXES] = json_bytes(boxes)
+    meta["dropped_boxes"] = dropped
+    return dropped

@@ -22,7 +22,7 @@ from typing import Any
 from sim2real.storage import schema
 from sim2real.storage.sources import convert
 from sim2real.storage.sources.base import LoadedFrame, SourceFrame, register_format
-from sim2real.storage.sources.image_files import load_camera, load_label, single_channel
+from sim2real.storage.sources.image_files import load_camera
 from sim2real.storage.sources.source_files import (
     file_names,
     find_by_stem,
@@ -68,10 +68,8 @@ class Gta5Format:
     def load(self, frame: SourceFrame) -> LoadedFrame:
         """Original image, trainId ``seg.png`` + the original label map as ``seg_src.png``, meta."""
         members, rgb, notes = load_camera(frame)
-        seg_bytes, seg_image = load_label(frame, "seg", rgb.size)
-        ids = single_channel(frame.key, frame.files["seg"], "seg", seg_image)
-        train_ids, unknown = convert.ids_to_train(frame, "seg", ids, LABEL_TO_TRAIN)
-        members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
+        seg, unknown = convert.id_label_seg(frame, rgb.size, LABEL_TO_TRAIN)
+        members.update(seg)
         stem = os.path.splitext(os.path.basename(frame.files["rgb"]))[0]
         meta = {
             "source": self.name,

@@ -219,13 +219,9 @@ class ShiftFormat:
         members.update(convert.seg_members(seg_bytes, seg_image, train_ids, converted=True))
         meta = {**self._meta(frame), **notes, "ego_vehicle_pixels": int(ego.sum())}
         detection = frame.extra.get("detection")
-        dropped: dict[str, int] = {}
-        if detection is None:
-            meta["boxes"] = "absent: frame not in det_2d.json"
-        else:
-            boxes, dropped = convert.boxes_from_box2d(detection["labels"], CATEGORY_TO_DETECTION, rgb.size)
-            members[schema.BOXES] = convert.json_bytes(boxes)
-            meta["dropped_boxes"] = dropped
+        absent = "absent: frame not in det_2d.json"
+        dropped = convert.add_box2d_boxes(members, meta, detection, CATEGORY_TO_DETECTION, rgb.size, absent)
+        if detection is not None:
             meta["attributes"] = attributes = detection["attributes"]
             meta["weather"] = attributes.get("weather_coarse")
             meta["time_of_day"] = attributes.get("timeofday_coarse")

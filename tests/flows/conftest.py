@@ -1,8 +1,9 @@
-"""Fixtures shared by the translate flow tests."""
+"""Fixtures and helpers shared by the flow tests."""
 
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -54,3 +55,21 @@ def translate_world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         translator_weights(model), {"config": config.model_dump(mode="json"), "steps": 0}
     )
     return {"root": root, "source": source.ref, "translator": translator, "canary": canary(model)}
+
+
+def ingest_toy_pair(base: Path, root: str, seeds: tuple[int, int] = (0, 1), frames: int = 12) -> None:
+    """Toy ``sim`` and ``real`` exports (32×64, ``frames`` each) ingested by the ingest flow into ``root``."""
+    from sim2real.flows.ingest import ingest_flow
+
+    for style, seed in zip(("sim", "real"), seeds, strict=True):
+        write_export(base / style, ToySimConfig(style=style, height=32, width=64, seed=seed), frames=frames)
+        ingest_flow(source_dir=str(base / style), name=style, root=root)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory: pytest.TempPathFactory, prefect_harness: None) -> str:
+    """A root with toy ``sim`` and ``real`` versions (12 frames each), one per test module."""
+    base = tmp_path_factory.mktemp("toy-pair")
+    root = str(base / "root")
+    ingest_toy_pair(base, root)
+    return root

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import webdataset as wds
 from prefect.artifacts import Artifact
 from typer.testing import CliRunner
@@ -16,34 +15,20 @@ from sim2real.flows.cli import app
 from sim2real.flows.cli_translate import register as register_translate_commands
 from sim2real.flows.cli_translator import register as register_translator_commands
 from sim2real.flows.distill import distill_flow, load_distill_profile
-from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.train_translator import train_translator_flow
 from sim2real.storage import schema
 from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
 from sim2real.tasks import distill as distill_tasks
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add OpenMP barrier waits on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory, prefect_harness):
-    """Toy sim and real versions, a tiny teacher, and its student distilled through one injected crash."""
-    base = tmp_path_factory.mktemp("distill-flow")
-    root = str(base / "root")
-    for style, seed in (("sim", 0), ("real", 1)):
-        write_export(base / style, ToySimConfig(style=style, height=32, width=64, seed=seed), frames=12)
-        ingest_flow(source_dir=str(base / style), name=style, root=root)
-    teacher = train_translator_flow(source="sim@latest", target="real@latest", root=root, profile="tiny")
-    return {"root": root, "teacher": teacher["translator"]}
+def world(toy_root):
+    """Toy sim and real versions and a tiny teacher."""
+    teacher = train_translator_flow(source="sim@latest", target="real@latest", root=toy_root, profile="tiny")
+    return {"root": toy_root, "teacher": teacher["translator"]}
 
 
 @pytest.fixture(scope="module")

@@ -13,30 +13,23 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from prefect.settings import get_current_settings
 
 from sim2real.flows.distill import distill_flow, load_distill_profile
-from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.train_translator import train_translator_flow
 from sim2real.models.translator.runs import DistillRun
 from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.training_runs import LOSSES_FILE
 from sim2real.tasks import distill as distill_tasks
+from sim2real.tasks import translator as translator_tasks
+
+from .conftest import ingest_toy_pair
 
 CLI = [sys.executable, "-c", "from sim2real.flows.cli import main; main()"]
 STEPS = 8  # the tiny profile checkpoints every 2 steps: four segments, the kill lands in the second
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The killed command runs with one torch thread (OMP_NUM_THREADS=1): so does this process, so that
-    the resumed and the uninterrupted runs compute the same floats."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +37,7 @@ def world(tmp_path_factory, prefect_harness):
     """A root with toy sim and real versions and a tiny trained teacher."""
     base = tmp_path_factory.mktemp("distill-kill")
     root = str(base / "root")
-    for style, seed in (("sim", 2), ("real", 3)):
-        write_export(base / style, ToySimConfig(style=style, height=32, width=64, seed=seed), frames=12)
-        ingest_flow(source_dir=str(base / style), name=style, root=root)
+    ingest_toy_pair(base, root, seeds=(2, 3))
     teacher = train_translator_flow(source="sim@latest", target="real@latest", root=root, profile="tiny")
     return base, root, teacher["translator"]
 
@@ -75,7 +66,7 @@ def kill_after_first_checkpoint(root: str, teacher: str, run: DistillRun) -> int
     }
     args = ["distill", "--teacher", teacher, "--source", "sim@latest", "--profile", "tiny"]
     args += ["--steps", str(STEPS), "--device", "cpu"]
-    losses = Path(distill_tasks.folder(run).url, LOSSES_FILE)
+    losses = Path(translator_tasks.folder(run).url, LOSSES_FILE)
     process = subprocess.Popen(
         [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
@@ -96,7 +87,7 @@ def kill_after_first_checkpoint(root: str, teacher: str, run: DistillRun) -> int
     while session_processes(process.pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert session_processes(process.pid) == [], "a process of the killed command is still running"
-    return distill_tasks.checkpoint_step.fn(run)
+    return translator_tasks.checkpoint_step.fn(run)
 
 
 def test_distill_killed_after_first_checkpoint_resumes_from_it(world):
@@ -108,10 +99,10 @@ def test_distill_killed_after_first_checkpoint_resumes_from_it(world):
 
     killed_at = kill_after_first_checkpoint(root, teacher, run)
     assert 2 <= killed_at < STEPS and killed_at % 2 == 0, killed_at
-    assert distill_tasks.finished_result.fn(run) is None, "nothing is registered by the killed run"
+    assert translator_tasks.finished_result.fn(run) is None, "nothing is registered by the killed run"
     # Tag the rows the killed run wrote: a rerun that resumes keeps them as they are, one that started
     # over would write them again (the same numbers: training here is deterministic) without the tag.
-    losses = Path(distill_tasks.folder(run).url, LOSSES_FILE)
+    losses = Path(translator_tasks.folder(run).url, LOSSES_FILE)
     rows_before = [{**r, "killed_run": True} for r in json.loads(losses.read_text())]
     assert [r["step"] for r in rows_before][:killed_at] == list(range(1, killed_at + 1))
     losses.write_text(json.dumps(rows_before))

@@ -12,32 +12,13 @@ from typer.testing import CliRunner
 
 from sim2real.flows.cli import app
 from sim2real.flows.cli_translator import register as register_translator_commands
-from sim2real.flows.ingest import ingest_flow
 from sim2real.flows.train_translator import segment_stops, train_translator_flow
 from sim2real.models.translator.checkpoint import load_translator
 from sim2real.models.translator.inference import translate_batch
 from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.tasks import translator as translator_tasks
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: intra-op threads only add OpenMP barrier waits on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory, prefect_harness):
-    base = tmp_path_factory.mktemp("translator-flow")
-    root = str(base / "root")
-    for style, seed in (("sim", 0), ("real", 1)):
-        write_export(base / style, ToySimConfig(style=style, height=32, width=64, seed=seed), frames=12)
-        ingest_flow(source_dir=str(base / style), name=style, root=root)
-    return root
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_segment_stops():

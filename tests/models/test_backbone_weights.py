@@ -12,6 +12,7 @@ from torchvision import models as tv_models
 
 from sim2real.models import backbone_weights, detector, segmenter
 from sim2real.models.backbone_weights import BackboneWeightsError
+from sim2real.models.perception_model import checkpoint_bytes
 
 
 def _resnet18_file(path: Path, seed: int = 7) -> Path:
@@ -56,7 +57,7 @@ def test_segmenter_backbone_loads_the_file_and_outputs_change(weights_file: Path
     images = torch.rand(1, 3, 32, 64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         assert not torch.allclose(plain(images), loaded(images))
-    restored = segmenter.load_segmenter(segmenter.checkpoint_bytes(loaded))  # checkpoint: no file needed
+    restored = segmenter.load_segmenter(checkpoint_bytes(loaded))  # checkpoint: no file needed
     with torch.no_grad():
         assert torch.allclose(restored.eval()(images), loaded(images))
 

@@ -8,12 +8,12 @@ import torch
 from sim2real.models.detector import (
     DetectorConfig,
     build_detector,
-    checkpoint_bytes,
+    detection_loss,
     get_backbone,
     load_detector,
     predict,
-    train_one_epoch,
 )
+from sim2real.models.perception_model import checkpoint_bytes, train_one_epoch
 from sim2real.storage.taxonomy import DETECTION_CLASS_ID
 
 
@@ -56,9 +56,9 @@ def test_short_fit_lowers_loss_and_checkpoint_round_trips() -> None:
     model = build_detector(config)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     batches = [_batch()] * 3
-    first = train_one_epoch(model, optimizer, batches, "cpu", epoch=0)
+    first = train_one_epoch(model, optimizer, batches, detection_loss, "cpu", epoch=0)
     for epoch in range(1, 4):
-        last = train_one_epoch(model, optimizer, batches, "cpu", epoch=epoch)
+        last = train_one_epoch(model, optimizer, batches, detection_loss, "cpu", epoch=epoch)
     assert last["steps"] == 3.0
     assert last["loss"] < first["loss"]
 
@@ -77,7 +77,7 @@ def test_amp_training_and_prediction_on_cuda() -> None:
     torch.manual_seed(0)
     model = build_detector(DetectorConfig(min_size=64, max_size=96)).to("cuda")
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    result = train_one_epoch(model, optimizer, [_batch()] * 2, "cuda", epoch=0,
+    result = train_one_epoch(model, optimizer, [_batch()] * 2, detection_loss, "cuda", epoch=0,
                              scaler=torch.amp.GradScaler("cuda"))
     assert result["steps"] == 2.0
     outputs = predict(model, _batch()[0], "cuda")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sim2real.models.perception_model import checkpoint_bytes, train_one_epoch
 from sim2real.models.segmenter import (
     SegmenterConfig,
     build_segmenter,
-    checkpoint_bytes,
     get_backbone,
     load_segmenter,
     predict,
-    train_one_epoch,
+    segmentation_loss,
 )
 
 SMALL = dict(aspp_channels=16, low_level_channels=8, decoder_channels=16)
@@ -57,9 +57,9 @@ def test_short_fit_learns_a_toy_pattern_and_checkpoint_round_trips() -> None:
     model = build_segmenter(SegmenterConfig(**SMALL))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     batches = _toy_batches(6)
-    first = train_one_epoch(model, optimizer, batches, "cpu", epoch=0)
+    first = train_one_epoch(model, optimizer, batches, segmentation_loss, "cpu", epoch=0)
     for epoch in range(1, 4):
-        last = train_one_epoch(model, optimizer, batches, "cpu", epoch=epoch)
+        last = train_one_epoch(model, optimizer, batches, segmentation_loss, "cpu", epoch=epoch)
     assert last["loss"] < first["loss"]
     images, targets = batches[0]
     pred = predict(model, images, "cpu")
@@ -84,8 +84,8 @@ def test_amp_training_and_prediction_on_cuda() -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     scaler = torch.amp.GradScaler("cuda")
     batches = _toy_batches(4)
-    first = train_one_epoch(model, optimizer, batches, "cuda", epoch=0, scaler=scaler)
-    last = train_one_epoch(model, optimizer, batches, "cuda", epoch=1, scaler=scaler)
+    first = train_one_epoch(model, optimizer, batches, segmentation_loss, "cuda", epoch=0, scaler=scaler)
+    last = train_one_epoch(model, optimizer, batches, segmentation_loss, "cuda", epoch=1, scaler=scaler)
     assert last["loss"] < first["loss"]
     pred = predict(model, batches[0][0], "cuda")
     assert pred.device.type == "cpu" and pred.shape == (2, 32, 64)

@@ -27,15 +27,7 @@ from sim2real.models.translator.training import (
 )
 from sim2real.storage.taxonomy import IGNORE_ID, TRAIN_ID_BY_NAME
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions gain nothing from intra-op threads; on a shared CPU, OpenMP barriers waiting for a
-    descheduled thread made these tests 10-30x slower, so they run single-threaded."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_config(**loss_overrides) -> TranslatorConfig:

@@ -15,7 +15,9 @@ from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.training import new_training_state, run_training
 from sim2real.storage.registry import TranslatorRegistry
 
-from .test_translator import _one_thread, cycle, tiny_config, toy_frames  # noqa: F401 - autouse fixture
+from .test_translator import cycle, tiny_config, toy_frames
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def batches(config, seed=0):

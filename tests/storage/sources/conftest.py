@@ -82,3 +82,17 @@ def ingest(tmp_path) -> Callable[..., tuple[Any, dict, dict]]:
         return _ingest(source_dir, fmt, options or {}, str(tmp_path / "store"))
 
     return run
+
+
+def load_errors(format_name: str, root: str, options: dict[str, Any]) -> dict[str, str]:
+    """The :class:`BadFrame` message of each frame of ``root`` that fails to load, by key (frames that
+    load are left out)."""
+    from sim2real.storage.sources.base import BadFrame, get_format
+
+    fmt, errors = get_format(format_name), {}
+    for frame in fmt.discover(root, options):
+        try:
+            fmt.load(frame)
+        except BadFrame as exc:
+            errors[frame.key] = str(exc)
+    return errors
