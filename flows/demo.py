@@ -25,7 +25,7 @@ from sim2real.storage.versions import default_root
 
 
 class DemoConfig(BaseModel):
-    """Sizes of the demo; the defaults fit ~20 minutes on 2 CPU cores."""
+    """Sizes of the demo; the defaults take ~3,200 CPU-seconds (about half an hour on 2 idle CPU cores)."""
 
     height: int = Field(default=128, ge=16, description="frame height in pixels")
     width: int = Field(default=256, ge=16, description="frame width in pixels")
