@@ -51,6 +51,19 @@ Encoder = Callable[[np.ndarray], bytes]  # H×W×3 uint8 → one image file's by
 Translated = tuple[np.ndarray | None, list[bytes] | None]  # B×H×W×3 uint8 pixels, each frame encoded
 
 
+def _to_pixels(out: torch.Tensor) -> torch.Tensor:
+    """The graph's output in [-1, 1] (any float dtype) → uint8 levels, ``round(255 · (out + 1) / 2)``
+    clamped, computed in float32 in place."""
+    return out.float().add_(1).div_(2).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
+
+
+# :func:`_to_pixels` of every bfloat16 value, indexed by its bit pattern: a CPU bf16 graph's output becomes
+# pixels in one look-up (0.10 ms per 128×256 frame) instead of six float32 passes (0.17 ms), same bytes.
+_BF16_TO_PIXEL: np.ndarray = _to_pixels(
+    torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
+).numpy()
+
+
 def start_threads(count: int, threads: int) -> ThreadPoolExecutor:
     """A pool of ``count`` forward threads that each run torch ops with ``threads`` intra-op threads.
 
@@ -189,8 +202,10 @@ class TranslatorEngine:
         if images.dtype != torch.uint8:  # (the in-place scaling below relies on the conversion's copy too)
             raise ValueError(f"TranslatorEngine.pixels: expected uint8 images, got {images.dtype}")
         out = self._translate(images.to(self.device, torch.float32).div_(255).mul_(2).sub_(1))
-        out = out.float().add_(1).div_(2).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-        return out.permute(0, 2, 3, 1).contiguous()
+        if out.dtype == torch.bfloat16 and out.device.type == "cpu":  # one table look-up, not six passes
+            bits = out.permute(0, 2, 3, 1).view(torch.int16).numpy().view(np.uint16)
+            return torch.from_numpy(np.take(_BF16_TO_PIXEL, bits))
+        return _to_pixels(out).permute(0, 2, 3, 1).contiguous()
 
     def translate_batches(
         self, batches: Iterable[np.ndarray | None], encode: Encoder | None = None
