@@ -1,15 +1,17 @@
 """Student vs teacher in one run: FLOPs per frame, the translate flow's frames/s, the forward's frames/s.
 
 Both translators translate the same toy sim version with the flow's defaults (thread runner, CPU
-forward threads, PNG), interleaved round by round (teacher, student, teacher, ...); the best round of
-each counts, so load from other processes skews the ratio less. The forward alone (the flow's own
-engine over pre-decoded frames, every forward thread busy) is timed the same way. Prints the ratios:
+forward threads, PNG; ``--format jpg`` for JPEG, the same for both), interleaved round by round
+(teacher, student, teacher, ...); the best round of each counts, so load from other processes skews the
+ratio less. The forward alone (the flow's own engine over pre-decoded frames, every forward thread busy)
+is timed the same way; the 1-minute load average is printed before and after. Prints the ratios:
 FLOPs teacher/student (goal ≥ 8) and flow frames/s student/teacher (goal ≥ 5 on CPU).
 
 With ``--root``, ``--teacher`` and ``--student`` it times registry entries (a distilled student and its
 teacher) and prints the student card's quality comparison with the teacher too; without them it
-registers a fresh ``demo`` teacher and a fresh ``demo`` student in a temporary root (speed does not
-depend on the weights).
+registers a fresh ``demo`` teacher and a fresh ``demo`` student in a temporary root. The forward's speed
+does not depend on the weights, the encoding's does: untrained networks output noise, which PNG
+compresses worst (67 KB per 128×256 frame, 0.7 ms to encode), so trained ones give the truer flow ratio.
 
     .venv/bin/python bench/distill.py                                  # fresh demo pair, 768 frames
     .venv/bin/python bench/distill.py --root data/demo --teacher ID --student ID
@@ -22,6 +24,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -72,8 +75,13 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     source = make_source(root, "bench", args.frames, (height, width), args.shard_samples)
     warm = make_source(root, "warm", 2, (height, width), args.shard_samples)
     config = TranslateConfig.model_validate(
-        {"pipeline": {"batch_size": args.batch_size}, "engine": {"device": "cpu"}}
+        {
+            "encode": {"image_format": args.format},
+            "pipeline": {"batch_size": args.batch_size},
+            "engine": {"device": "cpu"},
+        }
     )
+    load_before = os.getloadavg()
     runner = RunnerConfig(kind="thread")
     registry = TranslatorRegistry(root)
     for name, ref in names.items():
@@ -84,11 +92,14 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         for n, ref in names.items()
     }
     times: dict[str, list[float]] = {f"{kind}_{n}": [] for kind in ("flow", "forward") for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}  # this process's CPU seconds per flow run
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
         for round_index in range(args.rounds):
             for name, ref in names.items():
+                cpu_started = time.process_time()
                 seconds, _ = flow_run(source, ref, f"bench-{name}-{round_index}", config, runner, root)
                 times[f"flow_{name}"].append(seconds)
+                cpu[name].append(time.process_time() - cpu_started)
                 engine = engines[name]
                 times[f"forward_{name}"].append(
                     thread.submit(forward_only, images, engine, args.batch_size).result()
@@ -104,6 +115,8 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     card = registry.card(student)
     return {
         "device": f"cpu x{os.cpu_count()}",
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
+        "encode": config.encode.model_dump(),
         "torch_threads": torch.get_num_threads(),
         "frames": args.frames,
         "size": args.size,
@@ -115,6 +128,11 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "fps": fps,
         "seconds": {k: [round(s, 2) for s in v] for k, v in times.items()},
         "flow_ratio": round(fps["flow_student"] / fps["flow_teacher"], 2),
+        # CPU time of this process (not the Prefect server's) per frame, least of the rounds: less
+        # sensitive to other processes' load than frames/s; an idle box whose cores the flow kept busy
+        # would approach its ratio
+        "flow_cpu_ms_per_frame": {n: round(1e3 * min(v) / args.frames, 3) for n, v in cpu.items()},
+        "flow_cpu_ratio": round(min(cpu["teacher"]) / min(cpu["student"]), 2),
         "forward_ratio": round(fps["forward_student"] / fps["forward_teacher"], 2),
         "vs_teacher": card.get("metrics", {}).get("vs_teacher"),
     }
@@ -127,6 +145,7 @@ def main() -> None:
     parser.add_argument("--profile", default="demo", help="profile of the fresh pair (no --teacher)")
     parser.add_argument("--shard-samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--format", default="png", choices=("png", "jpg"), help="translated image format")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root holding --teacher and --student")
     parser.add_argument("--teacher", default=None, help="registry id of the teacher")
@@ -141,6 +160,8 @@ def main() -> None:
     print(
         f"device {result['device']}, {result['frames']} frames {result['size']}, engines {result['engine']}"
     )
+    load = result["load_average_1min"]
+    print(f"  encode {result['encode']}; 1-min load average {load['before']} before, {load['after']} after")
     print(
         f"  GFLOPs/frame at 256x512: teacher {gflops['teacher']}, student {gflops['student']}; "
         f"teacher/student = {result['flops_ratio']:.2f}  (goal >= 8)"
@@ -149,6 +170,11 @@ def main() -> None:
     print(
         f"  flow: teacher {fps['flow_teacher']} f/s, student {fps['flow_student']} f/s; "
         f"student/teacher = {result['flow_ratio']:.2f}  (goal >= 5)"
+    )
+    per_frame = result["flow_cpu_ms_per_frame"]
+    print(
+        f"  flow CPU of this process: teacher {per_frame['teacher']} ms/frame, student "
+        f"{per_frame['student']} ms/frame; teacher/student = {result['flow_cpu_ratio']:.2f}"
     )
     print(
         f"  forward alone: teacher {fps['forward_teacher']} f/s, student {fps['forward_student']} f/s; "
