@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from sim2real.flows.evaluate import retrain_and_evaluate
 from sim2real.flows.ingest import ingest_flow
+from sim2real.flows.reporting import progress_lines
 from sim2real.flows.train_translator import train_translator_flow
 from sim2real.flows.translate import translate_flow
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
@@ -79,9 +80,10 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
         timings[f"ingest {name}"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage(started, f"train the translator ({config.translator_profile} profile; the longest step)")
-    trained = train_translator_flow(
-        refs["toy-sim"], refs["toy-real"], root=root, profile=config.translator_profile
-    )
+    with progress_lines(lambda line: stage(started, f"  {line}")):  # one line per checkpoint segment
+        trained = train_translator_flow(
+            refs["toy-sim"], refs["toy-real"], root=root, profile=config.translator_profile
+        )
     timings["train translator"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage(started, f"translate {refs['toy-sim']} with translator {trained['translator']}")
@@ -90,14 +92,15 @@ def demo_flow(config: DemoConfig = DemoConfig(), root: str | None = None) -> dic
     timings["translate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     stage(started, "retrain and evaluate: real-only, real + sim, real + translated")
-    evaluation = retrain_and_evaluate(
-        refs["toy-real"],
-        refs["toy-real-val"],
-        extras=[refs["toy-sim"], refs["toy-sim-translated"]],
-        profile=config.evaluate_profile,
-        root=root,
-        seeds=config.seeds,
-    )
+    with progress_lines(lambda line: stage(started, f"  {line}")):  # one line per trained arm
+        evaluation = retrain_and_evaluate(
+            refs["toy-real"],
+            refs["toy-real-val"],
+            extras=[refs["toy-sim"], refs["toy-sim-translated"]],
+            profile=config.evaluate_profile,
+            root=root,
+            seeds=config.seeds,
+        )
     timings["retrain and evaluate"] = time.perf_counter() - t0
     timings["total"] = time.perf_counter() - started
     summary = {

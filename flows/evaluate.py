@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from sim2real.flows.evaluate_report import display_rows, markdown_report, task_tables
-from sim2real.flows.reporting import artifact_key, table
+from sim2real.flows.reporting import artifact_key, progress_line, table
 from sim2real.models.device import resolve_device
 from sim2real.models.perception_train import (
     TASK_NAMES,
@@ -174,7 +174,6 @@ def retrain_and_evaluate(
     """Train real-only and real+each-extra arms per task and seed, evaluate on ``val``, store and report
     metrics (``seeds``: how many seeds, default the profile's; ``backbone_weights``: a state-dict file
     or torchvision weights name in the local hub cache for both tasks' backbones)."""
-    logger = get_run_logger()
     started = time.perf_counter()
     request = EvaluateRequest(real=real, val=val, extras=extras or [], tasks=tasks or list(TASK_NAMES),
                               profile=profile, seeds=seeds, backbone_weights=backbone_weights, root=root)
@@ -187,8 +186,8 @@ def retrain_and_evaluate(
     results = []
     for run in arms:
         result = evaluate_tasks.train_evaluate_arm(root, run, device)
-        logger.info("%s %s seed %d: %s (%s)", run.task, run.label, run.seed, result["metrics"]["summary"],
-                    "cached" if result["cached"] else f"trained in {result['train_seconds']:.0f}s")
+        done = "cached" if result["cached"] else f"trained in {result['train_seconds']:.0f}s"
+        progress_line(f"{run.task} {run.label} seed {run.seed}: {result['metrics']['summary']} ({done})")
         results.append(result)
     run_id = str(flow_run.get_id() or "local")
     added = evaluate_tasks.append_metrics(root, results, run_id, config.name)

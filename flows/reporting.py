@@ -6,14 +6,39 @@ import inspect
 import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
+from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.futures import PrefectFuture, as_completed
 from tqdm import tqdm
 
 T = TypeVar("T")
+
+_line_sink: ContextVar[Callable[[str], None] | None] = ContextVar("sim2real_progress_lines", default=None)
+
+
+@contextmanager
+def progress_lines(sink: Callable[[str], None]) -> Iterator[None]:
+    """Hand every :func:`progress_line` of the flows run inside this block (subflows included) to
+    ``sink``: how ``sim2real demo`` prints a line per trained arm or translator segment on stdout
+    while Prefect's own INFO logs stay quiet on the console."""
+    token = _line_sink.set(sink)
+    try:
+        yield
+    finally:
+        _line_sink.reset(token)
+
+
+def progress_line(message: str) -> None:
+    """Log ``message`` on the run logger (the Prefect UI) and pass it to the caller's sink, if any."""
+    get_run_logger().info(message)
+    sink = _line_sink.get()
+    if sink is not None:
+        sink(message)
 
 
 def artifact_key(*parts: str) -> str:

@@ -18,7 +18,7 @@ import yaml
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 
-from sim2real.flows.reporting import artifact_key, table
+from sim2real.flows.reporting import artifact_key, progress_line, table
 from sim2real.models.translator.config import TrainConfig
 from sim2real.models.translator.distill import DistillTrainConfig
 from sim2real.models.translator.runs import TranslatorProfile
@@ -110,7 +110,7 @@ def train_in_segments(
         rows += [{c: round(r[c], 4) for c in columns if c in r} for r in segment["rows"]]
         table(f"{key}-losses", rows, title)
         update_progress_artifact(progress, 100.0 * segment["step"] / total)
-        logger.info("step %d/%d: %s", segment["step"], total, rows[-1] if rows else {})
+        progress_line(f"{what}: step {segment['step']}/{total}: {rows[-1] if rows else {}}")
 
 
 @flow(name="train-translator", flow_run_name="train-translator-{source}-to-{target}")

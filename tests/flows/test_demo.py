@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from sim2real.flows.demo import DemoConfig, demo_flow
@@ -16,9 +18,15 @@ def test_demo_flow_tiny(tmp_path, capfd):
     root = str(tmp_path / "root")
     first = demo_flow(config=config, root=root)
     lines = [line for line in capfd.readouterr().out.splitlines() if line.startswith("[sim2real demo")]
+    arm_lines = [line for line in lines if " seed " in line and "trained in" in line]  # one per training
+    step_lines = [line for line in lines if ": step " in line]  # one per translator checkpoint segment
+    lines = [line for line in lines if line not in arm_lines + step_lines]
     stages = ["render and ingest toy-sim", "render and ingest toy-real ", "render and ingest toy-real-val",
               "train the translator", "translate toy-sim@", "retrain and evaluate", "done"]
     assert len(lines) == len(stages) and all(s in line for s, line in zip(stages, lines, strict=True))
+    assert len(arm_lines) == 2 * 3  # two tasks × three arms × the tiny profile's one seed
+    last = re.search(r": step (\d+)/(\d+):", step_lines[-1]) if step_lines else None
+    assert last is not None and last[1] == last[2]  # the last segment's line ends the run
     store = DatasetStore(root)
     assert set(first["versions"]) == {"toy-sim", "toy-real", "toy-real-val", "toy-sim-translated"}
     translated = store.open(first["versions"]["toy-sim-translated"])
