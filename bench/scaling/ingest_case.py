@@ -45,7 +45,9 @@ def tree_state(root: Path) -> dict[str, tuple[int, int]]:
 def worker_import_rchar(env: dict[str, str]) -> int:
     """Bytes a shard worker reads to start (its imports), measured like the ingest itself."""
     result = Path(env["PREFECT_HOME"]).parent / "worker-import.json"
-    code = "import sim2real.storage.ingest, multiprocessing.spawn"
+    # what a shard worker loads before its first frame: the ingest code, and pandas, which pyarrow
+    # imports on its first array when it is installed
+    code = "import sim2real.storage.ingest, multiprocessing.spawn, pyarrow; pyarrow.array([1])"
     subprocess.run(
         [sys.executable, REAPER, str(result), "--", sys.executable, "-c", code], env=env, check=True
     )
