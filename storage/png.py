@@ -116,10 +116,9 @@ def decode_png_rgb(data: bytes, max_pixels: int) -> np.ndarray | None:
 
     zlib-ng inflates (0.05 ms for a 128×256 toy-sim frame, zlib 0.14) and the C extension unfilters (0.10
     ms): 0.16 ms against PIL's 0.39 ms (open, load, convert, array). None when the extension was not
-    built (or was built before it had ``unfilter``: ``pip install -e .`` rebuilds it).
+    built.
     """
-    unfilter = getattr(_pngfilter, "unfilter", None)  # absent from a build older than this reader
-    if unfilter is None or data[:8] != _SIGNATURE:
+    if _pngfilter is None or data[:8] != _SIGNATURE:
         return None
     view, offset, idat, header = memoryview(data), 8, [], None
     while offset + 12 <= len(data):
@@ -156,7 +155,7 @@ def decode_png_rgb(data: bytes, max_pixels: int) -> np.ndarray | None:
     if len(scanlines) != expected or not inflater.eof or inflater.unconsumed_tail:
         return None
     try:
-        pixels = unfilter(scanlines, height, width, 3)
+        pixels = _pngfilter.unfilter(scanlines, height, width, 3)
     except ValueError:  # an unknown filter type byte
         return None
     return np.frombuffer(pixels, np.uint8).reshape(height, width, 3)
