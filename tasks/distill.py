@@ -67,15 +67,19 @@ def train_segment(run: DistillRun, stop_step: int) -> dict[str, Any]:
     start, seed = state.step, train.seed + state.step  # a resumed segment sees a fresh, reproducible order
     training = runs.split(run.metrics.val_fraction, False)
     samples = store.sample_stream(run.source_urls, training, train.shuffle_buffer, seed, resampled=True)
-    history = out.losses_until(start)
+    history, logged = out.losses_until(start), list[dict[str, float]]()
 
-    def save(s: DistillState) -> None:
+    def save(s: DistillState) -> None:  # rows first: a kill between the two keeps them for the resume
+        out.save_losses(history + logged)
         out.save_checkpoint(fit.checkpoint_bytes(s, run.config))
 
     # The teacher's pairs come from its production engine (the precision the translate flow runs it at).
     with TranslatorEngine(teacher, EngineConfig(device=run.device, forward_threads=1)) as engine:
         batches = distill_batches(samples, engine, train, seed=seed)
-        rows = run_distillation(state, teacher, batches, run.config, run.device, stop_step, save)
+        rows = run_distillation(
+            state, teacher, batches, run.config, run.device, stop_step,
+            on_checkpoint=save, on_log=logged.append,
+        )
     out.save_losses(history + rows)
     return {"start": start, "step": state.step, "rows": rows}
 

@@ -65,13 +65,16 @@ def train_segment(run: TranslatorRun, stop_step: int) -> dict[str, Any]:
     fraction, buffer = run.profile.metrics.val_fraction, train.shuffle_buffer
     sim = store.sample_stream(run.source_urls, runs.split(fraction, False), buffer, seed, resampled=True)
     real = store.sample_stream(run.target_urls, runs.split(fraction, False), buffer, seed + 1, resampled=True)
-    history = out.losses_until(start)
+    history, logged = out.losses_until(start), list[dict[str, float]]()
 
-    def save(s: TrainingState) -> None:
+    def save(s: TrainingState) -> None:  # rows first: a kill between the two keeps them for the resume
+        out.save_losses(history + logged)
         out.save_checkpoint(fit.checkpoint_bytes(s, config))
 
     batches = translator_batches(sim, real, train, seed=seed)
-    rows = run_training(state, batches, config, run.device, stop_step, on_checkpoint=save)
+    rows = run_training(
+        state, batches, config, run.device, stop_step, on_checkpoint=save, on_log=logged.append
+    )
     out.save_losses(history + rows)
     frames = store.first_samples(run.source_urls, runs.split(fraction, True), runs.PREVIEW_FRAMES)
     preview = out.save_preview(stop_step, runs.preview_png(state.translator, frames))

@@ -245,6 +245,7 @@ def run_distillation(
     device: torch.device | str,
     until_step: int,
     on_checkpoint: Callable[[DistillState], None] | None = None,
+    on_log: Callable[[dict[str, float]], None] | None = None,
 ) -> list[dict[str, float]]:
     """Distil ``state.step`` → ``until_step`` with :func:`distill_step` in :func:`~.fit.fit`: checkpoint
     every ``checkpoint_every`` steps and at the end; returns the loss rows (means over ``log_every``).
@@ -257,7 +258,7 @@ def run_distillation(
 
     save = None if on_checkpoint is None else lambda: on_checkpoint(state)
     train = config.train
-    return fit(state, batches, step, until_step, train.log_every, train.checkpoint_every, save,
+    return fit(state, batches, step, until_step, train.log_every, train.checkpoint_every, save, on_log,
                what="distillation")
 
 

@@ -66,16 +66,17 @@ def kill_after_first_checkpoint(root: str, teacher: str, run: DistillRun) -> int
     }
     args = ["distill", "--teacher", teacher, "--source", "sim@latest", "--profile", "tiny"]
     args += ["--steps", str(STEPS), "--device", "cpu"]
-    losses = Path(translator_tasks.folder(run).url, LOSSES_FILE)
+    out = translator_tasks.folder(run)
+    losses, checkpoint = Path(out.url, LOSSES_FILE), Path(out.checkpoint_url)  # rows are written first
     process = subprocess.Popen(
         [*CLI, *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
     )
     try:
         deadline = time.monotonic() + 300
-        while not losses.exists() and process.poll() is None and time.monotonic() < deadline:
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert process.poll() is None, f"distill ended before it was killed: {process.stderr.read()!r}"
-        assert losses.exists(), "no checkpoint within 300 s"
+        assert checkpoint.exists() and losses.exists(), "no checkpoint within 300 s"
         os.killpg(process.pid, signal.SIGKILL)  # the command and anything it started
         assert process.wait(timeout=30) == -signal.SIGKILL
     finally:
