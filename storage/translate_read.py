@@ -1,11 +1,12 @@
 """Read a source shard for translation: its samples, grouped into batches of equal image size, decoded.
 
-The first step of the translate path (``read`` → translate → ``write``): the shard is read with stock
-``webdataset``; frames of equal size are grouped into batches from their image headers (no pixel
-decoding, so which frames share a batch — and hence the output bytes — does not depend on how many
-processes decode); each batch is decoded in this thread or, with ``decode_workers``, in a pool of
-processes started once per process and kept, a few batches ahead. Only image bytes travel to a decode
-worker; label members stay here as raw bytes and are never decoded.
+The first step of the translate path (``read`` → translate → ``write``): the shard's samples are read
+as stock ``webdataset`` reads them (:mod:`sim2real.storage.tar_samples`, faster for plain tars); frames
+of equal size are grouped into batches from their image headers (no pixel decoding, so which frames
+share a batch — and hence the output bytes — does not depend on how many processes decode); each batch
+is decoded in this thread or, with ``decode_workers``, in a pool of processes started once per process
+and kept, a few batches ahead. Only image bytes travel to a decode worker; label members stay here as
+raw bytes and are never decoded.
 
 Everything travels as one type, :class:`FrameBatch`: read here with the source pixels, filled with the
 translated pixels by the engine's caller, written by :mod:`sim2real.storage.translate`.
@@ -25,15 +26,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-import webdataset as wds
 from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
 from sim2real.storage.process_lifetime import exit_with_owner
-
-RawSample = dict[str, Any]  # a webdataset sample: ``__key__``, ``__url__`` and member bytes
-
+from sim2real.storage.tar_samples import RawSample, shard_samples
 
 # A field marked so does not change the output bytes; every other field feeds the version id.
 THROUGHPUT_ONLY: dict[str, Any] = {"changes_bytes": False}
@@ -167,11 +165,8 @@ def image_size(raw: RawSample) -> tuple[int, int] | None:
 def planned_batches(url: str, batch_size: int) -> Iterator[list[tuple[int, RawSample]]]:
     """Groups of ``(position, raw sample)`` of the shard at ``url``, equal image size within a group, in
     the order they fill up; planned from the image headers."""
-    dataset = wds.WebDataset(
-        url, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False
-    )
     buckets: dict[tuple[int, int], list[tuple[int, RawSample]]] = {}
-    for position, raw in enumerate(dataset):
+    for position, raw in enumerate(shard_samples(url)):
         size = image_size(raw)
         if size is None:  # no readable header: a batch of its own, which will fail to decode
             yield [(position, raw)]
