@@ -1,4 +1,5 @@
-"""A fast, deterministic PNG writer for 8-bit RGB frames with one filter for the whole image.
+"""A fast, deterministic PNG writer for 8-bit RGB frames with one filter for the whole image, and a fast
+reader for the common 8-bit RGB case (:func:`decode_png_rgb`; anything else is left to PIL).
 
 PIL chooses a PNG filter per row by trying four of them and keeping the one with the smallest sum of
 absolute values; on translated 128×256 frames that choice costs more CPU than the compression itself
@@ -99,3 +100,62 @@ def encode_png_rgb(rgb: np.ndarray, kind: RowFilter = "paeth", level: int = 6, s
     data = compressor.compress(filter_image(np.ascontiguousarray(rgb), kind).data) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit, truecolour, no interlace
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
+
+
+# Chunks the fast decoder reads; any other critical chunk (upper-case first letter: PLTE, a future one)
+# or a transparency chunk sends the image to PIL.
+_DECODED_CHUNKS = (b"IHDR", b"IDAT", b"IEND")
+
+
+def decode_png_rgb(data: bytes, max_pixels: int) -> np.ndarray | None:
+    """PNG bytes → H×W×3 uint8, for the common case only: 8-bit truecolour, not interlaced, every chunk's
+    CRC right, one complete zlib stream of exactly the image's scanlines. None for anything else (another
+    colour type or depth, a palette or transparency chunk, a damaged file, more than ``max_pixels``
+    pixels): the caller then decodes with PIL, which decodes these pixels identically (PNG is lossless)
+    and reports damage in its own words.
+
+    zlib-ng inflates (0.05 ms for a 128×256 toy-sim frame, zlib 0.14) and the C extension unfilters (0.10
+    ms): 0.16 ms against PIL's 0.39 ms (open, load, convert, array). None when the extension was not
+    built.
+    """
+    if _pngfilter is None or data[:8] != _SIGNATURE:
+        return None
+    view, offset, idat, header = memoryview(data), 8, [], None
+    while offset + 12 <= len(data):
+        (length,) = struct.unpack_from(">I", data, offset)
+        kind = bytes(view[offset + 4 : offset + 8])
+        end = offset + 12 + length
+        if end > len(data):
+            return None
+        body = view[offset + 8 : end - 4]
+        if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
+            return None
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body) if length == 13 else None
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        elif kind[0] < 97 or kind == b"tRNS":  # critical (upper case) or transparency
+            return None
+        offset = end
+    else:
+        return None  # no IEND
+    if header is None or header[2:] != (8, 2, 0, 0, 0) or not idat:
+        return None
+    width, height = header[0], header[1]
+    if not 0 < width * height <= max_pixels:
+        return None
+    expected = height * (1 + 3 * width)
+    inflater = zlib_ng.decompressobj()
+    try:
+        scanlines = inflater.decompress(b"".join(idat), expected)
+    except zlib_ng.error:  # type: ignore[misc]  # (zlib_ng ships no type for it)
+        return None
+    if len(scanlines) != expected or not inflater.eof or inflater.unconsumed_tail:
+        return None
+    try:
+        pixels = _pngfilter.unfilter(scanlines, height, width, 3)
+    except ValueError:  # an unknown filter type byte
+        return None
+    return np.frombuffer(pixels, np.uint8).reshape(height, width, 3)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import multiprocessing
 import os
+import sys
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -30,6 +31,7 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
+from sim2real.storage.png import decode_png_rgb
 from sim2real.storage.process_lifetime import exit_with_owner
 from sim2real.storage.tar_samples import RawSample, shard_samples
 
@@ -116,6 +118,9 @@ def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
 
     Raises :class:`~sim2real.storage.schema.SchemaError` naming ``where`` (shard and key) and the reason.
     """
+    array = decode_png_rgb(data, Image.MAX_IMAGE_PIXELS or sys.maxsize)  # the common case, fast
+    if array is not None:
+        return array, schema.sha256_hex(data)
     try:
         with Image.open(io.BytesIO(data)) as image:
             array = np.array(image.convert("RGB"))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import shutil
+import struct
 import sysconfig
 import tarfile
+import zlib
 
 import numpy as np
 import pytest
@@ -103,3 +105,73 @@ def test_bad_input_is_refused_with_the_reason():
         encode_png_rgb(np.zeros((0, 4, 3), np.uint8))
     with pytest.raises(ValueError, match="png filter 'median'"):
         encode_png_rgb(np.zeros((4, 4, 3), np.uint8), "median")  # type: ignore[arg-type]
+
+
+def pil_png(array: np.ndarray | Image.Image, **save: object) -> bytes:
+    buffer = io.BytesIO()
+    image = array if isinstance(array, Image.Image) else Image.fromarray(array)
+    image.save(buffer, format="PNG", **save)
+    return buffer.getvalue()
+
+
+def chunked_png(chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """A PNG of exactly these ``(type, data)`` chunks, each with its right CRC."""
+    return png._SIGNATURE + b"".join(png._chunk(kind, data) for kind, data in chunks)
+
+
+def ihdr(width: int, height: int, depth: int = 8, colour: int = 2, interlace: int = 0) -> tuple[bytes, bytes]:
+    return b"IHDR", struct.pack(">IIBBBBB", width, height, depth, colour, 0, 0, interlace)
+
+
+def needs_c_filter() -> None:
+    if png._pngfilter is None:
+        pytest.skip("sim2real.storage._pngfilter not built: decode_png_rgb always defers to PIL")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 17), (13, 1), (31, 47), (128, 256)])
+def test_fast_decoder_gives_pils_pixels_for_every_filter(shape: tuple[int, int]):
+    needs_c_filter()
+    rng = np.random.default_rng(sum(shape))
+    noise = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    smooth = np.cumsum(rng.integers(0, 3, (*shape, 3)), axis=1).astype(np.uint8)  # PIL picks varied filters
+    for rgb in (noise, smooth):
+        files = [encode_png_rgb(rgb, kind) for kind in PNG_FILTER_TYPES]  # type: ignore[arg-type]
+        files += [pil_png(rgb), pil_png(rgb, compress_level=0), pil_png(rgb, compress_level=9)]
+        files.append(pil_png(rgb, gamma=0.45))  # an ancillary chunk (gAMA) is skipped, as PIL's pixels do
+        for data in files:
+            decoded = png.decode_png_rgb(data, max_pixels=10**8)
+            assert decoded is not None and decoded.shape == (*shape, 3)
+            with Image.open(io.BytesIO(data)) as image:
+                np.testing.assert_array_equal(decoded, np.asarray(image.convert("RGB")))
+
+
+def test_fast_decoder_defers_to_pil_for_everything_else():
+    needs_c_filter()
+    rgb = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    good = encode_png_rgb(rgb)
+    assert png.decode_png_rgb(good, max_pixels=30) is not None
+    idat = zlib.compress(bytes(filter_image(rgb, "paeth")))
+    bad_filter = filter_image(rgb, "paeth").copy()
+    bad_filter[3, 0] = 5  # no such filter type
+    others = {
+        "rgba": pil_png(np.dstack([rgb, rgb[..., :1]])),
+        "grey": pil_png(rgb[..., 0]),
+        "palette": pil_png(Image.fromarray(rgb).convert("P")),
+        "16-bit": chunked_png([ihdr(5, 6, depth=16), (b"IDAT", idat), (b"IEND", b"")]),
+        "interlaced": chunked_png([ihdr(5, 6, interlace=1), (b"IDAT", idat), (b"IEND", b"")]),
+        "transparency": chunked_png([ihdr(5, 6), (b"tRNS", bytes(6)), (b"IDAT", idat), (b"IEND", b"")]),
+        "unknown critical chunk": chunked_png([ihdr(5, 6), (b"ZZZZ", b""), (b"IDAT", idat), (b"IEND", b"")]),
+        "no IEND": chunked_png([ihdr(5, 6), (b"IDAT", idat)]),
+        "no IDAT": chunked_png([ihdr(5, 6), (b"IEND", b"")]),
+        "bad CRC": good[:45] + bytes([good[45] ^ 1]) + good[46:],  # a byte of the IDAT data
+        "truncated": good[: len(good) // 2],
+        "short stream": chunked_png([ihdr(5, 6), (b"IDAT", idat[:-9]), (b"IEND", b"")]),
+        "too many rows": chunked_png([ihdr(5, 5), (b"IDAT", idat), (b"IEND", b"")]),
+        "bad filter type": chunked_png(
+            [ihdr(5, 6), (b"IDAT", zlib.compress(bytes(bad_filter))), (b"IEND", b"")]
+        ),
+        "not a PNG": b"GIF89a" + bytes(40),
+    }
+    for name, data in others.items():
+        assert png.decode_png_rgb(data, max_pixels=10**6) is None, name
+    assert png.decode_png_rgb(good, max_pixels=29) is None  # over the pixel limit: PIL's bomb check decides
