@@ -44,6 +44,7 @@ from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.inference_graph import InferenceGraph
 from sim2real.models.translator.model import Translator
 from sim2real.models.translator.student import StudentTranslator
+from sim2real.models.translator.student_pixels import StudentPixels
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -62,6 +63,14 @@ def _to_pixels(out: torch.Tensor) -> torch.Tensor:
 _BF16_TO_PIXEL: np.ndarray = _to_pixels(
     torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
 ).numpy()
+
+
+def _levels(out: torch.Tensor) -> np.ndarray:
+    """A CPU graph's output values (any float dtype, any layout) → uint8 levels (:func:`_to_pixels`),
+    same shape; bf16 by the table."""
+    if out.dtype == torch.bfloat16:
+        return _BF16_TO_PIXEL[out.view(torch.int16).numpy().view(np.uint16)]
+    return _to_pixels(out).numpy()
 
 
 def start_threads(count: int, threads: int) -> ThreadPoolExecutor:
@@ -140,6 +149,22 @@ class TranslatorEngine:
         if self.channels_last:
             graph = graph.to(memory_format=torch.channels_last)
         self.graph = graph
+        # An eager CPU student permutes uint8 pixels instead of bf16 tensors (the same pixels, ~0.6 ms less
+        # per 128×256 frame; models/translator/student_pixels.py).
+        self._student_pixels = (
+            StudentPixels(
+                graph,
+                self.dtype if self.cast_graph and self.dtype is not None else torch.float32,
+                torch.channels_last if self.channels_last else torch.contiguous_format,
+                _levels,
+            )
+            if isinstance(graph, StudentTranslator)
+            and not graph.input_skip
+            and self.device.type == "cpu"
+            and not self.compiled
+            and (self.cast_graph or self.dtype is None)
+            else None
+        )
         if self.compiled:
             # Inductor's C++ toolchain probe warns about a missing CUDA runtime on CPU-only hosts: noise.
             logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
@@ -201,10 +226,11 @@ class TranslatorEngine:
         self._check(images)
         if images.dtype != torch.uint8:  # (the in-place scaling below relies on the conversion's copy too)
             raise ValueError(f"TranslatorEngine.pixels: expected uint8 images, got {images.dtype}")
+        if self._student_pixels is not None and images.device.type == "cpu":
+            return torch.from_numpy(self._student_pixels(images))
         out = self._translate(images.to(self.device, torch.float32).div_(255).mul_(2).sub_(1))
-        if out.dtype == torch.bfloat16 and out.device.type == "cpu":  # one table look-up, not six passes
-            bits = out.permute(0, 2, 3, 1).view(torch.int16).numpy().view(np.uint16)
-            return torch.from_numpy(np.take(_BF16_TO_PIXEL, bits))
+        if out.device.type == "cpu":  # bf16: one table look-up, not six passes
+            return torch.from_numpy(np.ascontiguousarray(_levels(out.permute(0, 2, 3, 1))))
         return _to_pixels(out).permute(0, 2, 3, 1).contiguous()
 
     def translate_batches(

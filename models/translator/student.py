@@ -107,7 +107,14 @@ class StudentTranslator(nn.Module):
         self.input_skip = config.input_skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = F.relu(self.stem(F.pixel_unshuffle(x, self.space_to_depth)))
+        out = F.pixel_shuffle(self.trunk(F.pixel_unshuffle(x, self.space_to_depth)), self.space_to_depth)
+        return x + out if self.input_skip else out
+
+    def trunk(self, blocks: torch.Tensor) -> torch.Tensor:
+        """The network between the space-to-depth and the depth-to-space: B×3r²×H/r×W/r input blocks
+        (``pixel_unshuffle`` of the input by r = ``space_to_depth``) → B×3r²×H/r×W/r output blocks
+        (``pixel_shuffle`` of them by r is the output, before any input skip)."""
+        features = F.relu(self.stem(blocks))
         skips = []
         for down in self.down:
             skips.append(features)
@@ -115,8 +122,7 @@ class StudentTranslator(nn.Module):
         features = self.body(features)
         for up, skip in zip(reversed(self.up), reversed(skips), strict=True):
             features = up(features, skip)
-        out = F.pixel_shuffle(self.head(features), self.space_to_depth)
-        return x + out if self.input_skip else out
+        return self.head(features)
 
     def translate(self, sim: torch.Tensor) -> torch.Tensor:
         """The same as calling the module (the interface a teacher translator offers too)."""
