@@ -43,6 +43,7 @@ from sim2real.models.translator.engine_config import (
 from sim2real.models.translator.inference import pad_to_stride
 from sim2real.models.translator.inference_graph import InferenceGraph
 from sim2real.models.translator.model import Translator
+from sim2real.models.translator.pixel_blocks import bf16_codes, bf16_tensor, from_blocks, to_blocks, to_levels
 from sim2real.models.translator.student import StudentTranslator
 from sim2real.models.translator.student_pixels import StudentPixels
 
@@ -50,27 +51,6 @@ P = ParamSpec("P")
 T = TypeVar("T")
 Encoder = Callable[[np.ndarray], bytes]  # H×W×3 uint8 → one image file's bytes
 Translated = tuple[np.ndarray | None, list[bytes] | None]  # B×H×W×3 uint8 pixels, each frame encoded
-
-
-def _to_pixels(out: torch.Tensor) -> torch.Tensor:
-    """The graph's output in [-1, 1] (any float dtype) → uint8 levels, ``round(255 · (out + 1) / 2)``
-    clamped, computed in float32 in place."""
-    return out.float().add_(1).div_(2).clamp_(0, 1).mul_(255).round_().to(torch.uint8)
-
-
-# :func:`_to_pixels` of every bfloat16 value, indexed by its bit pattern: a CPU bf16 graph's output becomes
-# pixels in one look-up (0.10 ms per 128×256 frame) instead of six float32 passes (0.17 ms), same bytes.
-_BF16_TO_PIXEL: np.ndarray = _to_pixels(
-    torch.arange(65536, dtype=torch.int32).to(torch.int16).view(torch.bfloat16)
-).numpy()
-
-
-def _levels(out: torch.Tensor) -> np.ndarray:
-    """A CPU graph's output values (any float dtype, any layout) → uint8 levels (:func:`_to_pixels`),
-    same shape; bf16 by the table."""
-    if out.dtype == torch.bfloat16:
-        return _BF16_TO_PIXEL[out.view(torch.int16).numpy().view(np.uint16)]
-    return _to_pixels(out).numpy()
 
 
 def start_threads(count: int, threads: int) -> ThreadPoolExecutor:
@@ -156,7 +136,6 @@ class TranslatorEngine:
                 graph,
                 self.dtype if self.cast_graph and self.dtype is not None else torch.float32,
                 torch.channels_last if self.channels_last else torch.contiguous_format,
-                _levels,
             )
             if isinstance(graph, StudentTranslator)
             and not graph.input_skip
@@ -226,12 +205,14 @@ class TranslatorEngine:
         self._check(images)
         if images.dtype != torch.uint8:  # (the in-place scaling below relies on the conversion's copy too)
             raise ValueError(f"TranslatorEngine.pixels: expected uint8 images, got {images.dtype}")
-        if self._student_pixels is not None and images.device.type == "cpu":
-            return torch.from_numpy(self._student_pixels(images))
+        if self.device.type == "cpu" and images.device.type == "cpu":
+            if self._student_pixels is not None:
+                return torch.from_numpy(self._student_pixels(images))
+            if self.cast_graph and self.dtype == torch.bfloat16:  # pixels ↔ bf16 by table, one pass each
+                out = self._translate(bf16_tensor(to_blocks(images.permute(0, 2, 3, 1).numpy(), 1)))
+                return torch.from_numpy(from_blocks(bf16_codes(out), 1))
         out = self._translate(images.to(self.device, torch.float32).div_(255).mul_(2).sub_(1))
-        if out.device.type == "cpu":  # bf16: one table look-up, not six passes
-            return torch.from_numpy(np.ascontiguousarray(_levels(out.permute(0, 2, 3, 1))))
-        return _to_pixels(out).permute(0, 2, 3, 1).contiguous()
+        return to_levels(out).permute(0, 2, 3, 1).contiguous()
 
     def translate_batches(
         self, batches: Iterable[np.ndarray | None], encode: Encoder | None = None

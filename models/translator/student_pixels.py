@@ -2,43 +2,35 @@
 
 :class:`~sim2real.models.translator.student.StudentTranslator` starts with ``pixel_unshuffle`` of its
 input and ends with ``pixel_shuffle`` of its head's output. Run as a graph, both are copies of bf16
-tensors in torch's channels-last kernels: 0.37 and 0.22 ms per 128×256 frame on one core, a fifth of
-the student's whole forward pass. Both are pure permutations of values, and the pixel conversions on
-either side are element-wise, so they commute: :class:`StudentPixels` permutes the uint8 input with one
-numpy transpose before converting it, runs only the student's :meth:`trunk`, and permutes the head's
-output as part of the table look-up that turns it into pixels. The convolutions see the same tensors
-(values and layout) as the graph's, so the pixels are bit-identical to
+tensors in torch's channels-last kernels (0.37 and 0.22 ms per 128×256 frame on one core). Both are
+pure permutations of values and the pixel conversions on either side are element-wise, so they
+commute: :class:`StudentPixels` folds the permutations into the conversions and runs only the
+student's :meth:`~sim2real.models.translator.student.StudentTranslator.trunk`. The convolutions see
+the same tensors (values and layout) as the whole graph's, so the pixels are bit-identical to
 :meth:`TranslatorEngine.pixels` on the whole graph (``tests/models/test_student_pixels.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import torch
 
 from sim2real.models.translator.inference import padded_size
+from sim2real.models.translator.pixel_blocks import bf16_codes, bf16_tensor, from_blocks, to_blocks, to_levels
 from sim2real.models.translator.student import StudentTranslator
-
-PixelTable = Callable[[torch.Tensor], np.ndarray]  # the graph's output values → uint8 levels, same shape
 
 
 class StudentPixels:
     """``student`` (cast to ``dtype``, in ``memory_format``) as uint8 B×3×H×W → uint8 B×H×W×3, on CPU.
 
-    ``to_pixels`` maps the head's output (B×3r²×h×w in ``dtype``) to uint8 levels element by element
-    (the engine's bf16 table or its rounding arithmetic). Frames whose height or width is not a multiple
-    of the student's stride are edge-padded as uint8 (the same values as padding the scaled input) and
-    cropped back.
+    In bf16, the permutations and conversions on either side are one pass each
+    (:mod:`~sim2real.models.translator.pixel_blocks`); in float32, numpy permutes the uint8 pixels
+    and torch converts them. Frames whose height or width is not a multiple of the student's stride are
+    edge-padded as uint8 (the same values as padding the scaled input) and cropped back.
     """
 
     def __init__(
-        self,
-        student: StudentTranslator,
-        dtype: torch.dtype,
-        memory_format: torch.memory_format,
-        to_pixels: PixelTable,
+        self, student: StudentTranslator, dtype: torch.dtype, memory_format: torch.memory_format
     ) -> None:
         if student.input_skip:
             raise ValueError("StudentPixels: a student with input_skip adds its full-resolution input")
@@ -46,7 +38,6 @@ class StudentPixels:
         self.block = student.space_to_depth
         self.dtype = dtype
         self.memory_format = memory_format
-        self.to_pixels = to_pixels
 
     def __call__(self, images: torch.Tensor) -> np.ndarray:
         """B×3×H×W uint8 (CPU, any strides) → B×H×W×3 uint8, C-contiguous."""
@@ -56,20 +47,26 @@ class StudentPixels:
         if (padded_h, padded_w) != (height, width):
             pad = ((0, 0), (0, padded_h - height), (0, padded_w - width), (0, 0))
             rgb = np.pad(rgb, pad, mode="edge")
-        r = self.block
-        rows, cols = padded_h // r, padded_w // r
-        # pixel_unshuffle's channel order: colour, then row offset, then column offset within a block
-        blocks = rgb.reshape(frames, rows, r, cols, r, 3).transpose(0, 1, 3, 5, 2, 4)
-        blocks = np.ascontiguousarray(blocks).reshape(frames, rows, cols, 3 * r * r)
-        x = torch.from_numpy(blocks).permute(0, 3, 1, 2)  # B×3r²×h×w, channels-last in memory
-        x = x.to(torch.float32).div_(255).mul_(2).sub_(1)
-        out = self.student.trunk(x.to(self.dtype, memory_format=self.memory_format))
-        # pixel_shuffle as a view: output row = block row · r + row offset, column likewise, colour last;
-        # the look-up reads it in that order (one pass: 0.24 ms a frame, against 0.22 for the bf16 shuffle
-        # and 0.2 for the look-up after it)
-        blocks_out = out.permute(0, 2, 3, 1).reshape(frames, rows, cols, 3, r, r)
-        levels = self.to_pixels(blocks_out.permute(0, 1, 4, 2, 5, 3))
-        pixels = np.ascontiguousarray(levels).reshape(frames, padded_h, padded_w, 3)
+        pixels = self._bf16(rgb) if self.dtype == torch.bfloat16 else self._float(rgb)
         if (padded_h, padded_w) != (height, width):
             pixels = np.ascontiguousarray(pixels[:, :height, :width])
         return pixels
+
+    def _bf16(self, rgb: np.ndarray) -> np.ndarray:
+        x = bf16_tensor(to_blocks(rgb, self.block)).contiguous(memory_format=self.memory_format)
+        return from_blocks(bf16_codes(self.student.trunk(x)), self.block)
+
+    def _float(self, rgb: np.ndarray) -> np.ndarray:
+        frames, height, width, _ = rgb.shape
+        r = self.block
+        rows, cols = height // r, width // r
+        # pixel_unshuffle's channel order: colour, then row offset, then column offset within a block
+        blocks = rgb.reshape(frames, rows, r, cols, r, 3).transpose(0, 1, 3, 5, 2, 4)
+        blocks = np.ascontiguousarray(blocks).reshape(frames, rows, cols, 3 * r * r)
+        x = torch.from_numpy(blocks).permute(0, 3, 1, 2).to(torch.float32).div_(255).mul_(2).sub_(1)
+        out = self.student.trunk(x.to(self.dtype, memory_format=self.memory_format))
+        # pixel_shuffle: output row = block row · r + row offset, column likewise, colour last
+        levels = to_levels(out.permute(0, 2, 3, 1).reshape(frames, rows, cols, 3, r, r))
+        return np.ascontiguousarray(levels.permute(0, 1, 4, 2, 5, 3).numpy()).reshape(
+            frames, height, width, 3
+        )

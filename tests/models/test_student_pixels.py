@@ -64,7 +64,7 @@ def test_trunk_between_space_to_depth_and_depth_to_space_is_the_forward():
 def test_an_input_skip_student_keeps_the_whole_graph():
     student = trained_like_student(input_skip=True)
     with pytest.raises(ValueError, match="input_skip"):
-        StudentPixels(student, torch.float32, torch.contiguous_format, lambda out: out.numpy())
+        StudentPixels(student, torch.float32, torch.contiguous_format)
     engine = TranslatorEngine(student, EngineConfig(device="cpu", precision="fp32", forward_threads=1))
     assert engine._student_pixels is None
     images = frames(2, 32, 64)
