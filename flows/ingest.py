@@ -1,6 +1,7 @@
 """The ingest flow: an export folder (or a real dataset) → a committed dataset version.
 
-The flow holds O(shards) state: a listing record, one small record per shard, the version.
+The flow holds O(1) state in the number of shards: a listing record, the shard tasks in flight (a
+window of a few more than the worker processes), the artifact's first rows, the version.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from sim2real.flows.reporting import Progress, artifact_key, completed, table
+from sim2real.flows.reporting import Progress, artifact_key, run_shards, shard_window, table
 from sim2real.storage.ingest import IngestConfig
 from sim2real.storage.versions import DatasetStore, default_root
 from sim2real.tasks import ingest as ingest_tasks
@@ -49,37 +50,46 @@ def ingest_flow(
         logger.info("%s@%s is already committed; nothing to do", name, listing.committed)
         return summary(store.open(f"{name}@{listing.committed}"), created=False)
     processes = min(workers or default_workers(), listing.num_shards)
+    progress = Progress(artifact_key("ingest", name, "progress"), listing.num_shards, f"ingest {name}")
+    shown: list[dict[str, Any]] = []  # the artifact's rows: the first ARTIFACT_SHARDS shards only
     try:
-        futures = [
-            ingest_tasks.write_shard.submit(root, listing, i, processes) for i in range(listing.num_shards)
-        ]
-        progress = Progress(artifact_key("ingest", name, "progress"), len(futures), f"ingest {name}")
-        records = [future.result() for future in completed(futures, progress)]
+        for index, record in run_shards(
+            lambda i: ingest_tasks.write_shard.submit(root, listing, i, processes),
+            listing.num_shards,
+            shard_window(processes),
+            progress,
+            f"ingest {name}",
+        ):
+            if index < ARTIFACT_SHARDS:
+                shown.append(artifact_row(record))
     finally:
         shutdown_pool()
     version = ingest_tasks.commit_version(root, listing)
-    records.sort(key=lambda r: r["index"])
+    more = f" (first {ARTIFACT_SHARDS})" if listing.num_shards > ARTIFACT_SHARDS else ""
     table(
         artifact_key("ingest", name, "shards"),
-        [
-            {
-                "shard": r["file"],
-                "samples": r["nsamples"],
-                "quarantined": r["quarantined"],
-                "bytes": r["filesize"],
-            }
-            for r in records[:ARTIFACT_SHARDS]
-        ],
-        f"Shards of {version.ref}"
-        + (f" (first {ARTIFACT_SHARDS})" if len(records) > ARTIFACT_SHARDS else ""),
+        sorted(shown, key=lambda row: row["shard"]),
+        f"Shards of {version.ref}{more}",
     )
     quarantined = int(version.info["quarantined"])
     if quarantined:
         rows = version.quarantine().slice(0, ARTIFACT_SHARDS).to_pylist()
         table(artifact_key("ingest", name, "quarantine"), rows, f"Quarantined frames of {version.ref}")
         logger.warning("%d frame(s) quarantined: see %s/quarantine.parquet", quarantined, version.path)
-    logger.info("committed %s: %d samples in %d shards", version.ref, version.num_samples, len(records))
+    logger.info(
+        "committed %s: %d samples in %d shards", version.ref, version.num_samples, listing.num_shards
+    )
     return summary(version, created=True)
+
+
+def artifact_row(record: dict[str, Any]) -> dict[str, Any]:
+    """A shard's row in the flow's shards artifact."""
+    return {
+        "shard": record["file"],
+        "samples": record["nsamples"],
+        "quarantined": record["quarantined"],
+        "bytes": record["filesize"],
+    }
 
 
 def summary(version: Any, created: bool) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 A version is built shard by shard; each finished shard leaves a part record (its file, sample count,
 size, md5 and quarantined frames) and its own manifest rows next to the tar. The functions here gather
-those into the version's ``quarantine.parquet``, ``manifest.parquet`` (one row group per shard, streamed)
+those into the version's ``quarantine.parquet``, ``manifest.parquet`` (streamed, in row groups of ~16 MiB)
 and wids ``index.json``, then write ``version.json``, the commit marker. Two ways in:
 
 - :func:`commit_in_place`: the version id was known before any shard was written (translate);
@@ -115,7 +115,7 @@ def write_commit_files(
 
     ``parts()`` yields each shard's part record in shard order (``shard``: file, nsamples, filesize,
     md5; ``quarantine``: rows), one at a time; each shard's manifest rows are read from
-    ``shards/{name}-{i}.parquet`` (one row group each in ``manifest.parquet``). Raises
+    ``shards/{name}-{i}.parquet`` (gathered into ~16 MiB row groups of ``manifest.parquet``). Raises
     :class:`EmptyVersion` (quarantine written, naming it) when no shard holds a sample.
     """
     shards: list[dict[str, Any]] = []

@@ -94,6 +94,7 @@ def scale_case(
         "ingest_cpu_s": sample.total["cpu_s"],
         "ingest_cpu_ms_per_frame": round(sample.total["cpu_s"] / done * 1e3, 3),
         "peak_rss_MB": round(sample.peak_rss / 2**20),
+        "peak_rss_MB_by_process": {k: round(v / 2**20) for k, v in sorted(sample.peak_rss_by_kind.items())},
         "processes": sample.processes,
         "rchar_MB": round(rchar / 1e6, 1),
         "rchar_over_export": round(rchar / export_bytes_done, 3),

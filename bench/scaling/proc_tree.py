@@ -28,6 +28,7 @@ class TreeSample:
     """What was measured of a command's process tree."""
 
     peak_rss: int = 0  # bytes, summed over the tree (the reaper left out) at one instant
+    peak_rss_by_kind: dict[str, int] = field(default_factory=dict)  # the same instant, by kind of process
     total: dict[str, float] = field(default_factory=dict)  # reaper.py's exact totals (rchar, wchar, cpu_s...)
     rchar: dict[int, int] = field(default_factory=dict)  # last seen per pid (reaped children folded in)
     cpu_s: dict[int, float] = field(default_factory=dict)  # user + system, last seen per pid
@@ -84,6 +85,7 @@ def _kind(cmdline: str) -> str:
 
 def _sample(reaper_pid: int, out: TreeSample) -> None:
     total = 0
+    by_kind: dict[str, int] = {}
     for member in proc_tree(reaper_pid)[1:]:
         try:
             with open(f"/proc/{member}/statm") as handle:
@@ -98,9 +100,11 @@ def _sample(reaper_pid: int, out: TreeSample) -> None:
         except (OSError, ValueError, IndexError):
             continue
         total += rss
+        by_kind[out.kinds[member]] = by_kind.get(out.kinds[member], 0) + rss
         out.cpu_s[member] = (int(stat[11]) + int(stat[12])) / TICKS
         out.rchar[member] = int(fields["rchar"])
-    out.peak_rss = max(out.peak_rss, total)
+    if total > out.peak_rss:
+        out.peak_rss, out.peak_rss_by_kind = total, by_kind
 
 
 def run_sampled(

@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import webdataset as wds
 import wids
+from prefect.context import FlowRunContext
 
 from sim2real.flows.ingest import ingest_flow
+from sim2real.flows.reporting import shard_window
 from sim2real.storage import ingest as ingest_lib
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
@@ -104,6 +108,48 @@ def test_crash_in_one_shard_then_rerun_completes(export: Path, tmp_path: Path, m
     version_dir = root / "datasets" / "toy" / result["version"]
     assert not (version_dir / "_parts").exists() and not (version_dir / "listing").exists()
     assert list((root / "datasets" / "toy" / "_staging").iterdir()) == []
+
+
+def test_shards_run_in_a_bounded_window_and_leave_no_prefect_state_per_shard(
+    export: Path, tmp_path: Path, monkeypatch
+):
+    """The flow holds O(1) in the shard count: at most ``shard_window`` shard tasks at once, and nothing
+    Prefect keeps per finished task run (dependency links, asset sets, cancel events) at commit time."""
+    lock = threading.Lock()
+    running = {"now": 0, "peak": 0}
+    held: dict[int, tuple[int, int, int]] = {}
+    real_build, real_commit = ingest_lib.build_shard_at, ingest_lib.commit_ingest
+
+    def counted_build(root, listing, index):
+        with lock:
+            running["now"] += 1
+            running["peak"] = max(running["peak"], running["now"])
+        try:
+            time.sleep(0.05)  # so that shards submitted together overlap
+            return real_build(root, listing, index)
+        finally:
+            with lock:
+                running["now"] -= 1
+
+    def commit_and_count(store, listing):
+        context = FlowRunContext.get()
+        assert context is not None
+        cancel_events = getattr(context.task_runner, "_cancel_events", {})
+        held[listing.num_shards] = (
+            len(context.run_results),
+            len(context.task_run_assets),
+            len(cancel_events),
+        )
+        return real_commit(store, listing)
+
+    monkeypatch.setattr(ingest_lib, "build_shard_at", counted_build)
+    monkeypatch.setattr(ingest_lib, "commit_ingest", commit_and_count)
+    root = str(tmp_path / "root")
+    few = ingest_flow(str(export), "few", root=root, max_shard_samples=5, workers=1)
+    many = ingest_flow(str(export), "many", root=root, max_shard_samples=1, workers=1)
+    assert (few["shards"], many["shards"]) == (2, FRAMES)
+    assert 1 <= running["peak"] <= shard_window(1) < FRAMES
+    assert held[FRAMES] == held[2]  # 10 shards leave no more behind than 2
 
 
 def test_bad_frames_are_quarantined_and_the_rest_completes(export: Path, tmp_path: Path):

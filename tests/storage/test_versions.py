@@ -75,3 +75,22 @@ def test_a_version_without_samples_is_never_committed(tmp_path):
     assert not store.exists("cars", "bad") and store.open("cars@latest").version == "good"
     with pytest.raises(EmptyVersion, match="no samples and nothing quarantined"):
         commit_version(store, "cars", "none", [], {"kind": "test"}, manifest_table([]))
+
+
+def test_streamed_parquet_gathers_small_tables_into_row_groups_in_order(tmp_path):
+    """A commit streams one small table per shard; the file has row groups of ~row_group_bytes, not one
+    per table (a parquet writer holds every row group's metadata until it closes)."""
+    store = DatasetStore(str(tmp_path))
+    schema = pa.schema([("key", pa.string()), ("value", pa.int64())])
+    tables = [
+        pa.table({"key": [f"k{t:03d}-{r}" for r in range(10)], "value": list(range(t * 10, t * 10 + 10))})
+        for t in range(60)
+    ]
+    tables.insert(7, pa.Table.from_pylist([], schema))  # an empty shard (all quarantined) adds nothing
+    table_bytes = tables[0].nbytes
+    path = f"{tmp_path}/m.parquet"
+    for row_group_bytes, groups in ((0, 60), (table_bytes * 20, 3), (2**30, 1)):
+        assert store.write_table_streaming(path, schema, iter(tables), row_group_bytes) == 600
+        written = pq.ParquetFile(path)
+        assert written.metadata.num_row_groups == groups
+        assert written.read().column("value").to_pylist() == list(range(600))
