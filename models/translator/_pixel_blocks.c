@@ -1,135 +1,113 @@
 /* Pixel conversions around a CPU translator graph, in C, for models/translator/pixel_blocks.py (which
  * computes the same values with numpy and torch without this module).
  *
- * to_blocks: uint8 B x H x W x 3 pixels -> 16-bit codes (a table of 256: the graph's input values as
- * bfloat16 bit patterns) in space-to-depth order, B x H/r x W/r x 3r^2 (pixel_unshuffle's channel
- * order: colour, row offset, column offset). r = 1 is a plain look-up in the same layout.
+ * convert(..., to_codes=1), pixel_blocks.to_blocks: uint8 B x H x W x 3 pixels -> 16-bit codes (a table
+ * of 256: the graph's input values as bfloat16 bit patterns) in space-to-depth order, B x H/r x W/r x
+ * 3r^2 (pixel_unshuffle's channel order: colour, row offset, column offset). r = 1 is a plain look-up.
  *
- * from_blocks: the inverse layout: 16-bit codes B x h x w x 3r^2 (the graph's bfloat16 output bits) ->
- * uint8 B x hr x wr x 3 through a table of 65536 levels (pixel_shuffle's order).
+ * convert(..., to_codes=0), pixel_blocks.from_blocks: the inverse layout, 16-bit codes B x h x w x 3r^2
+ * (the graph's bfloat16 output bits) -> uint8 B x hr x wr x 3 through a table of 65536 levels.
  *
- * numpy needs a strided copy and an index conversion for each (0.25-0.3 ms per 128x256 frame, a sixth
- * of a distilled student's forward pass); one pass here, without the GIL.
+ * numpy needs a strided copy and an index conversion for each (0.25-0.3 ms per 128x256 frame, half of
+ * a distilled student's convolutions); one pass here, without the GIL.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 
-/* Checks that `buffer` holds exactly `count` items of `itemsize` bytes; sets ValueError otherwise. */
-static int check_size(const char *what, Py_buffer *buffer, Py_ssize_t count, Py_ssize_t itemsize) {
+/* The buffers and shape of a call: source, destination, table; frames, block rows, block columns, r. */
+typedef struct {
+    Py_buffer src, dst, table;
+    Py_ssize_t frames, rows, cols, r;
+    int to_codes;
+} Call;
+
+static int check_size(const char *name, const char *what, Py_buffer *buffer, Py_ssize_t count,
+                      Py_ssize_t itemsize) {
     if (buffer->len != count * itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes, expected %zd items of %zd bytes", what, buffer->len,
-                     count, itemsize);
+        PyErr_Format(PyExc_ValueError, "%s %s: %zd bytes, expected %zd items of %zd bytes", name, what,
+                     buffer->len, count, itemsize);
         return -1;
     }
     return 0;
 }
 
-static int check_shape(Py_ssize_t frames, Py_ssize_t rows, Py_ssize_t cols, Py_ssize_t block) {
-    if (frames < 0 || rows < 0 || cols < 0 || block < 1) {
-        PyErr_Format(PyExc_ValueError, "bad shape: %zd frames, %zd x %zd blocks of %zd", frames, rows, cols,
-                     block);
+/* Parses (src, dst, table, frames, rows, cols, r, to_codes) and checks every size; 0 on success, else
+ * -1 with an exception set and nothing held. */
+static int parse(PyObject *args, Call *call) {
+    if (!PyArg_ParseTuple(args, "y*w*y*nnnnp:convert", &call->src, &call->dst, &call->table, &call->frames,
+                          &call->rows, &call->cols, &call->r, &call->to_codes)) {
         return -1;
     }
-    return 0;
+    const char *name = call->to_codes ? "to_blocks" : "from_blocks";
+    Py_ssize_t values = call->frames * call->rows * call->r * call->cols * call->r * 3;
+    Py_ssize_t pixels_item = 1, codes_item = 2;
+    if (call->frames < 0 || call->rows < 0 || call->cols < 0 || call->r < 1) {
+        PyErr_Format(PyExc_ValueError, "%s: bad shape: %zd frames, %zd x %zd blocks of %zd", name,
+                     call->frames, call->rows, call->cols, call->r);
+    } else if (!check_size(name, "input", &call->src, values, call->to_codes ? pixels_item : codes_item) &&
+               !check_size(name, "output", &call->dst, values, call->to_codes ? codes_item : pixels_item) &&
+               !check_size(name, "table", &call->table, call->to_codes ? 256 : 65536,
+                           call->to_codes ? codes_item : pixels_item)) {
+        return 0;
+    }
+    PyBuffer_Release(&call->src);
+    PyBuffer_Release(&call->dst);
+    PyBuffer_Release(&call->table);
+    return -1;
 }
 
-static PyObject *to_blocks(PyObject *self, PyObject *args) {
-    Py_buffer src, dst, table;
-    Py_ssize_t frames, rows, cols, r;
-    if (!PyArg_ParseTuple(args, "y*w*y*nnnn:to_blocks", &src, &dst, &table, &frames, &rows, &cols, &r)) {
-        return NULL;
-    }
-    PyObject *result = NULL;
-    Py_ssize_t pixels = frames * rows * r * cols * r;
-    if (check_shape(frames, rows, cols, r) || check_size("to_blocks pixels", &src, pixels * 3, 1) ||
-        check_size("to_blocks output", &dst, pixels * 3, 2) || check_size("to_blocks table", &table, 256, 2)) {
-        goto done;
-    }
-    const uint8_t *in = (const uint8_t *)src.buf;
-    uint16_t *out = (uint16_t *)dst.buf;
-    const uint16_t *codes = (const uint16_t *)table.buf;
-    Py_ssize_t depth = 3 * r * r, width = cols * r;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t b = 0; b < frames; b++) {
+/* Walks every value once, in pixel order: pixel p = ((b, y*r + i, x*r + j), colour c) and its code
+ * k = ((b, y, x), c*r*r + i*r + j). to_codes: code[k] = table16[pixel[p]]; else pixel[p] = table8[code[k]]
+ * (-O3 unswitches the branch). */
+static void convert(const Call *call, int to_codes) {
+    uint8_t *pixels = (uint8_t *)(to_codes ? call->src.buf : call->dst.buf);
+    uint16_t *codes = (uint16_t *)(to_codes ? call->dst.buf : call->src.buf);
+    const uint16_t *table16 = (const uint16_t *)call->table.buf;
+    const uint8_t *table8 = (const uint8_t *)call->table.buf;
+    Py_ssize_t r = call->r, rows = call->rows, cols = call->cols, depth = 3 * r * r;
+    for (Py_ssize_t b = 0; b < call->frames; b++) {
         for (Py_ssize_t y = 0; y < rows; y++) {
-            uint16_t *block_row = out + ((b * rows + y) * cols) * depth;
+            uint16_t *block_row = codes + ((b * rows + y) * cols) * depth;
             for (Py_ssize_t i = 0; i < r; i++) {
-                const uint8_t *line = in + ((b * rows + y) * r + i) * width * 3;
+                uint8_t *line = pixels + ((b * rows + y) * r + i) * cols * r * 3;
                 for (Py_ssize_t x = 0; x < cols; x++) {
-                    uint16_t *cell = block_row + x * depth + i * r;
-                    const uint8_t *pixel = line + x * r * 3;
                     for (Py_ssize_t j = 0; j < r; j++) {
-                        cell[j] = codes[pixel[3 * j]];
-                        cell[r * r + j] = codes[pixel[3 * j + 1]];
-                        cell[2 * r * r + j] = codes[pixel[3 * j + 2]];
+                        for (Py_ssize_t c = 0; c < 3; c++) {
+                            uint8_t *pixel = line + (x * r + j) * 3 + c;
+                            uint16_t *code = block_row + x * depth + c * r * r + i * r + j;
+                            if (to_codes) {
+                                *code = table16[*pixel];
+                            } else {
+                                *pixel = table8[*code];
+                            }
+                        }
                     }
                 }
             }
         }
     }
-    Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
-    PyBuffer_Release(&table);
-    return result;
 }
 
-static PyObject *from_blocks(PyObject *self, PyObject *args) {
-    Py_buffer src, dst, table;
-    Py_ssize_t frames, rows, cols, r;
-    if (!PyArg_ParseTuple(args, "y*w*y*nnnn:from_blocks", &src, &dst, &table, &frames, &rows, &cols, &r)) {
+static PyObject *py_convert(PyObject *self, PyObject *args) {
+    Call call;
+    if (parse(args, &call)) {
         return NULL;
     }
-    PyObject *result = NULL;
-    Py_ssize_t pixels = frames * rows * r * cols * r;
-    if (check_shape(frames, rows, cols, r) || check_size("from_blocks codes", &src, pixels * 3, 2) ||
-        check_size("from_blocks output", &dst, pixels * 3, 1) ||
-        check_size("from_blocks table", &table, 65536, 1)) {
-        goto done;
-    }
-    const uint16_t *in = (const uint16_t *)src.buf;
-    uint8_t *out = (uint8_t *)dst.buf;
-    const uint8_t *levels = (const uint8_t *)table.buf;
-    Py_ssize_t depth = 3 * r * r, width = cols * r;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t b = 0; b < frames; b++) {
-        for (Py_ssize_t y = 0; y < rows; y++) {
-            const uint16_t *block_row = in + ((b * rows + y) * cols) * depth;
-            for (Py_ssize_t i = 0; i < r; i++) {
-                uint8_t *line = out + ((b * rows + y) * r + i) * width * 3;
-                for (Py_ssize_t x = 0; x < cols; x++) {
-                    const uint16_t *cell = block_row + x * depth + i * r;
-                    uint8_t *pixel = line + x * r * 3;
-                    for (Py_ssize_t j = 0; j < r; j++) {
-                        pixel[3 * j] = levels[cell[j]];
-                        pixel[3 * j + 1] = levels[cell[r * r + j]];
-                        pixel[3 * j + 2] = levels[cell[2 * r * r + j]];
-                    }
-                }
-            }
-        }
-    }
+    convert(&call, call.to_codes);
     Py_END_ALLOW_THREADS
-    result = Py_None;
-    Py_INCREF(result);
-done:
-    PyBuffer_Release(&src);
-    PyBuffer_Release(&dst);
-    PyBuffer_Release(&table);
-    return result;
+    PyBuffer_Release(&call.src);
+    PyBuffer_Release(&call.dst);
+    PyBuffer_Release(&call.table);
+    Py_RETURN_NONE;
 }
 
 static PyMethodDef methods[] = {
-    {"to_blocks", to_blocks, METH_VARARGS,
-     "to_blocks(pixels, out, table, frames, rows, cols, r): pixels (uint8 B x rows*r x cols*r x 3, "
-     "C-contiguous) -> out (uint16 B x rows x cols x 3r^2, written) through table (256 uint16)."},
-    {"from_blocks", from_blocks, METH_VARARGS,
-     "from_blocks(codes, out, table, frames, rows, cols, r): codes (uint16 B x rows x cols x 3r^2, "
-     "C-contiguous) -> out (uint8 B x rows*r x cols*r x 3, written) through table (65536 uint8)."},
+    {"convert", py_convert, METH_VARARGS,
+     "convert(src, out, table, frames, rows, cols, r, to_codes). to_codes: src uint8 pixels B x rows*r x "
+     "cols*r x 3 -> out uint16 codes B x rows x cols x 3r^2 through table (256 uint16); else codes -> "
+     "pixels through table (65536 uint8). Buffers C-contiguous; ValueError on a size that does not fit."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -47,7 +47,7 @@ def to_blocks(rgb: np.ndarray, block: int) -> np.ndarray:
     rows, cols = height // block, width // block
     out = np.empty((frames, rows, cols, 3 * block * block), np.uint16)
     if _pixel_blocks is not None:
-        _pixel_blocks.to_blocks(np.ascontiguousarray(rgb), out, INPUT_CODES, frames, rows, cols, block)
+        _pixel_blocks.convert(np.ascontiguousarray(rgb), out, INPUT_CODES, frames, rows, cols, block, True)
         return out
     blocks = rgb.reshape(frames, rows, block, cols, block, 3).transpose(0, 1, 3, 5, 2, 4)
     out[...] = INPUT_CODES[blocks].reshape(out.shape)
@@ -60,7 +60,9 @@ def from_blocks(codes: np.ndarray, block: int) -> np.ndarray:
     frames, rows, cols, _ = codes.shape
     out = np.empty((frames, rows * block, cols * block, 3), np.uint8)
     if _pixel_blocks is not None:
-        _pixel_blocks.from_blocks(np.ascontiguousarray(codes), out, OUTPUT_LEVELS, frames, rows, cols, block)
+        _pixel_blocks.convert(
+            np.ascontiguousarray(codes), out, OUTPUT_LEVELS, frames, rows, cols, block, False
+        )
         return out
     shuffled = codes.reshape(frames, rows, cols, 3, block, block).transpose(0, 1, 4, 2, 5, 3)
     out[...] = OUTPUT_LEVELS[shuffled].reshape(out.shape)

@@ -64,13 +64,12 @@ def test_from_blocks_is_pixel_shuffle_then_the_output_table(implementation: str,
 
 @pytest.mark.skipif(pixel_blocks._pixel_blocks is None, reason="the C module was not built")
 def test_c_passes_refuse_buffers_of_the_wrong_size():
-    c = pixel_blocks._pixel_blocks
+    convert = pixel_blocks._pixel_blocks.convert
     rgb = np.zeros((1, 8, 8, 3), np.uint8)
     with pytest.raises(ValueError, match="to_blocks output"):
-        c.to_blocks(rgb, np.empty((1, 2, 2, 47), np.uint16), INPUT_CODES, 1, 2, 2, 4)
+        convert(rgb, np.empty((1, 2, 2, 47), np.uint16), INPUT_CODES, 1, 2, 2, 4, True)
+    codes = np.zeros((1, 2, 2, 48), np.uint16)
     with pytest.raises(ValueError, match="from_blocks table"):
-        c.from_blocks(
-            np.zeros((1, 2, 2, 48), np.uint16), np.empty((1, 8, 8, 3), np.uint8), INPUT_CODES, 1, 2, 2, 4
-        )
-    with pytest.raises(ValueError, match="bad shape"):
-        c.to_blocks(rgb, np.empty((1, 8, 8, 3), np.uint16), INPUT_CODES, 1, 8, 8, 0)
+        convert(codes, np.empty((1, 8, 8, 3), np.uint8), INPUT_CODES, 1, 2, 2, 4, False)
+    with pytest.raises(ValueError, match="to_blocks: bad shape"):
+        convert(rgb, np.empty((1, 8, 8, 3), np.uint16), INPUT_CODES, 1, 8, 8, 0, True)
