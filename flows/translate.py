@@ -13,11 +13,10 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.futures import PrefectFuture
 from prefect.utilities.annotations import quote
 
 from sim2real.flows.events import emit_version_created
-from sim2real.flows.reporting import Progress, artifact_key, completed, table
+from sim2real.flows.reporting import Progress, artifact_key, run_shards, shard_window, table
 from sim2real.flows.runners import (
     GPU_TAG,
     RunnerConfig,
@@ -32,10 +31,9 @@ from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
 ARTIFACT_ROWS = 200  # shard and quarantine rows shown in artifacts (all of them are in the version's files)
-
-
-class ShardsFailed(RuntimeError):
-    """Some shards failed after their retries; finished shards are kept for the rerun."""
+# Shard tasks in flight at least: more than any runner here runs at once (the thread runner: 2; Dask/Ray:
+# one per GPU slot, counted separately), and O(1) in the shard count.
+SHARDS_IN_FLIGHT = 16
 
 
 @flow(name="translate", flow_run_name="translate-{source}")
@@ -63,41 +61,32 @@ def translate_flow(
         ensure_tag_limit(GPU_TAG, config.pipeline.gpu_slots)
         shard_task = shard_task.with_options(tags=[GPU_TAG])
     # Submitted parameters stay unquoted: Dask rebuilds tuples, a quote() arrives there as a bare tuple.
-    futures = [
-        shard_task.submit(root, plan, i, config.encode, config.pipeline, config.engine)
-        for i in range(len(plan.shard_urls))
-    ]
-    parts = wait_for_shards(futures, plan)  # small per-shard summaries: O(shards), no rows
+    progress = Progress(
+        artifact_key("translate", plan.name, "progress"), len(plan.shard_urls), f"translate {plan.name}"
+    )
+    shown: list[tuple[int, dict[str, Any]]] = []  # the artifact's rows: the first ARTIFACT_ROWS shards
+    skipped = 0
+    for index, part in run_shards(
+        lambda i: shard_task.submit(root, plan, i, config.encode, config.pipeline, config.engine),
+        len(plan.shard_urls),
+        shard_window(max(SHARDS_IN_FLIGHT, config.pipeline.gpu_slots)),
+        progress,
+        f"{plan.name}@{plan.version}",
+    ):  # small per-shard summaries, dropped as they come: O(window) in the flow, not O(shards)
+        skipped += bool(part["skipped"])
+        if index < ARTIFACT_ROWS:
+            shown.append((index, part))
     version = translate_tasks.commit_translation(root, quote(plan))
-    report(root, plan, version, parts)
+    report(root, plan, version, [part for _, part in sorted(shown, key=lambda item: item[0])])
     emit_version_created(version, root)
-    skipped = sum(bool(p["skipped"]) for p in parts)
     logger.info(
         "committed %s: %d samples, %d shards (%d skipped)",
         version.ref,
         version.num_samples,
-        len(parts),
+        len(plan.shard_urls),
         skipped,
     )
     return summary(version, skipped_shards=skipped, created=True)
-
-
-def wait_for_shards(
-    futures: list[PrefectFuture[dict[str, Any]]], plan: TranslatePlan
-) -> list[dict[str, Any]]:
-    """Wait for every shard (one failure does not stop the others), then raise if any failed."""
-    progress = Progress(
-        artifact_key("translate", plan.name, "progress"), len(futures), f"translate {plan.name}"
-    )
-    for future in completed(futures, progress):
-        future.wait()
-    failed = [i for i, future in enumerate(futures) if not future.state.is_completed()]
-    if failed:
-        raise ShardsFailed(
-            f"{plan.name}@{plan.version}: shards {failed} failed ({futures[failed[0]].state.message}); "
-            f"{len(futures) - len(failed)} finished shards are kept, rerun to translate the rest"
-        )
-    return [future.result() for future in futures]
 
 
 def report(root: str, plan: TranslatePlan, version: Version, parts: list[dict[str, Any]]) -> None:

@@ -21,13 +21,9 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
 from sim2real.flows.ingest import ingest_flow
+from sim2real.flows.reporting import ShardsFailed
 from sim2real.flows.runners import RunnerConfig
-from sim2real.flows.translate import (
-    ShardsFailed,
-    TranslateConfig,
-    run_translate,
-    translate_flow,
-)
+from sim2real.flows.translate import TranslateConfig, run_translate, translate_flow
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.engine_config import EngineConfig
@@ -182,7 +178,7 @@ def test_failure_after_some_shards_then_rerun_completes(
     monkeypatch.setattr(
         translate_tasks, "translate_shard", translate_tasks.translate_shard.with_options(retries=0)
     )
-    with pytest.raises(ShardsFailed, match=r"shards \[1\] failed"):
+    with pytest.raises(ShardsFailed, match=r"1 shard\(s\) failed \[1\]"):
         translate_flow(world["source"], world["translator"], "toy-crash", world["root"], CONFIG)
     monkeypatch.setattr(translate_tasks, "read_batches", real)
 
