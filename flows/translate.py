@@ -30,10 +30,10 @@ from sim2real.storage.translate import TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
 
-ARTIFACT_ROWS = 200  # shard and quarantine rows shown in artifacts (all of them are in the version's files)
-# Shard tasks in flight at least: more than any runner here runs at once (the thread runner: 2; Dask/Ray:
-# one per GPU slot, counted separately), and O(1) in the shard count.
+# Shard tasks in flight at least (O(1) in the shard count): more than any runner here runs at once (the
+# thread runner: 2; Dask/Ray: one per GPU slot, counted separately).
 SHARDS_IN_FLIGHT = 16
+ARTIFACT_ROWS = 200  # shard and quarantine rows shown in artifacts (all of them are in the version's files)
 
 
 @flow(name="translate", flow_run_name="translate-{source}")
