@@ -29,10 +29,11 @@ _RGB_MEMBER_BY_FORMAT = {"PNG": schema.RGB_PNG, "JPEG": schema.RGB_JPG}
 
 
 def png_damage(data: bytes) -> str | None:
-    """What is wrong with a PNG's chunk structure (``None`` when every chunk up to ``IEND`` is whole and
-    its CRC right). Pillow ignores bad CRCs and a missing end; libpng (torchvision, OpenCV) refuses
-    them, so such a file would give different readers different answers."""
-    pos = len(_PNG_SIGNATURE)
+    """What is wrong with a PNG's chunk structure (``None`` when every chunk up to ``IEND`` is whole, its
+    CRC right, IHDR first and the IDAT chunks consecutive). Pillow ignores bad CRCs and a missing end;
+    libpng (torchvision, OpenCV) refuses them, and Pillow refuses IDAT chunks split by another chunk
+    only sometimes, so such a file would give different readers different answers."""
+    pos, previous, idat_ended = len(_PNG_SIGNATURE), None, False
     while pos + 8 <= len(data):
         length, kind = struct.unpack(">I4s", data[pos:pos + 8])
         name, end = kind.decode("latin-1"), pos + 12 + length
@@ -40,9 +41,14 @@ def png_damage(data: bytes) -> str | None:
             return f"chunk {name} at byte {pos} is cut short (file truncated)"
         if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
             return f"chunk {name} at byte {pos} has a bad CRC (file damaged)"
+        if (kind == b"IHDR") != (previous is None):
+            return f"chunk {name} at byte {pos}: IHDR must be the first chunk, once"
+        idat_ended = idat_ended or (previous == b"IDAT" and kind != b"IDAT")
+        if kind == b"IDAT" and idat_ended:
+            return f"chunk IDAT at byte {pos} comes after other chunks that follow IDAT (not consecutive)"
         if kind == b"IEND":
             return None
-        pos = end
+        previous, pos = kind, end
     return "no IEND chunk (file truncated)"
 
 

@@ -171,7 +171,16 @@ def test_fast_decoder_defers_to_pil_for_everything_else():
             [ihdr(5, 6), (b"IDAT", zlib.compress(bytes(bad_filter))), (b"IEND", b"")]
         ),
         "not a PNG": b"GIF89a" + bytes(40),
+        # chunk order the spec forbids and PIL refuses (found by a break test: the fast path took both)
+        "IDAT split by tEXt": chunked_png(
+            [ihdr(5, 6), (b"IDAT", idat[:9]), (b"tEXt", b"k\0v"), (b"IDAT", idat[9:]), (b"IEND", b"")]
+        ),
+        "IHDR after IDAT": chunked_png([(b"IDAT", idat), ihdr(5, 6), (b"IEND", b"")]),
+        "two IHDR": chunked_png([ihdr(5, 6), ihdr(5, 6), (b"IDAT", idat), (b"IEND", b"")]),
+        "data after the zlib stream": chunked_png([ihdr(5, 6), (b"IDAT", idat + b"\0\0"), (b"IEND", b"")]),
     }
     for name, data in others.items():
         assert png.decode_png_rgb(data, max_pixels=10**6) is None, name
     assert png.decode_png_rgb(good, max_pixels=29) is None  # over the pixel limit: PIL's bomb check decides
+    split = chunked_png([ihdr(5, 6), (b"IDAT", idat[:9]), (b"IDAT", idat[9:]), (b"IEND", b"")])
+    np.testing.assert_array_equal(png.decode_png_rgb(split, max_pixels=30), rgb)  # consecutive IDATs are fine

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import zlib
 
 import numpy as np
 import pytest
@@ -72,8 +73,26 @@ def damaged(data: bytes, chunk: bytes) -> bytes:
     return data[:end] + bytes([data[end] ^ 0xFF]) + data[end + 1:]
 
 
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+
+def reordered(data: bytes, split_idat: bool) -> bytes:
+    """``data`` (IHDR, one IDAT, IEND) with its IDAT split by a text chunk, or moved before IHDR: orders
+    the PNG spec forbids (stock readers refuse them, or not, depending on where the split falls)."""
+    at = data.index(b"IDAT") - 4
+    body = data[at + 8 : at + 8 + int.from_bytes(data[at : at + 4], "big")]
+    head, tail = data[8:at], data[at + 12 + len(body) :]
+    if split_idat:
+        middle = chunk(b"IDAT", body[:10]) + chunk(b"tEXt", b"k\0v") + chunk(b"IDAT", body[10:])
+        return data[:8] + head + middle + tail
+    return data[:8] + chunk(b"IDAT", body) + head + tail
+
+
 PNG = encode(Image.fromarray(RGB), "PNG")
 BAD = {
+    "idat_split": (reordered(PNG, True), "comes after other chunks that follow IDAT"),
+    "ihdr_after_idat": (reordered(PNG, False), "IHDR must be the first chunk"),
     "empty": (b"", "empty (0 bytes)"),
     "idat_crc": (damaged(PNG, b"IDAT"), "chunk IDAT at byte 33 has a bad CRC"),  # libpng refuses it
     "ihdr_crc": (damaged(PNG, b"IHDR"), "chunk IHDR at byte 8 has a bad CRC"),
