@@ -111,7 +111,11 @@ def report(root: str, plan: TranslatePlan, version: Version, parts: list[dict[st
         logger = get_run_logger()
         logger.warning("%d frame(s) quarantined: see %s/quarantine.parquet", quarantined, version.path)
     if version.num_samples:
-        pairs = translate_tasks.preview_translation(root, plan.source, version.ref)
+        try:
+            pairs = translate_tasks.preview_translation(root, plan.source, version.ref)
+        except Exception as exc:  # the version is committed: a frame PIL cannot show must not fail the run
+            get_run_logger().warning("no before/after preview of %s: %s", version.ref, exc)
+            return
         images = "\n\n".join(
             f"**{key}**\n\n![{key}](data:image/png;base64,{base64.b64encode(png).decode()})"
             for key, png in pairs

@@ -164,6 +164,18 @@ def test_rerun_writes_nothing(world: dict[str, Any]):
     )
 
 
+def test_a_preview_that_fails_leaves_the_committed_version_and_a_successful_run(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+):
+    def unpreviewable(root, source, translated, count=2):
+        raise OSError("image file is truncated (0 bytes not processed)")
+
+    monkeypatch.setattr(translate_tasks, "preview_translation", unpreviewable)
+    result = translate_flow(world["source"], world["translator"], "toy-no-preview", world["root"], CONFIG)
+    assert (result["created"], result["samples"]) == (True, FRAMES)
+    assert result["version"] == world["result"]["version"]  # the same inputs and config: the same id
+
+
 def test_failure_after_some_shards_then_rerun_completes(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ):
