@@ -31,13 +31,19 @@ static void paeth_row(const unsigned char *cur, const unsigned char *prev, unsig
     }
 }
 
+/* Whether a height x width x channels image (plus one filter byte per row) has a size that fits. */
+static int dims_fit(Py_ssize_t height, Py_ssize_t width, Py_ssize_t channels) {
+    return height >= 1 && width >= 1 && channels >= 1 && width <= (PY_SSIZE_T_MAX - 1) / channels &&
+           height <= PY_SSIZE_T_MAX / (width * channels + 1);
+}
+
 static PyObject *paeth(PyObject *self, PyObject *args) {
     Py_buffer image;
     Py_ssize_t height, width, channels;
     if (!PyArg_ParseTuple(args, "y*nnn:paeth", &image, &height, &width, &channels)) {
         return NULL;
     }
-    if (height < 1 || width < 1 || channels < 1 || image.len != height * width * channels) {
+    if (!dims_fit(height, width, channels) || image.len != height * width * channels) {
         PyErr_Format(PyExc_ValueError,
                      "paeth: %zd bytes is not a %zd x %zd x %zd image", image.len, height, width, channels);
         PyBuffer_Release(&image);
@@ -104,13 +110,13 @@ static PyObject *unfilter(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*nnn:unfilter", &scanlines, &height, &width, &channels)) {
         return NULL;
     }
-    Py_ssize_t row = width * channels;
-    if (height < 1 || width < 1 || channels < 1 || scanlines.len != height * (row + 1)) {
+    if (!dims_fit(height, width, channels) || scanlines.len != height * (width * channels + 1)) {
         PyErr_Format(PyExc_ValueError, "unfilter: %zd bytes is not %zd filtered rows of %zd x %zd bytes",
                      scanlines.len, height, width, channels);
         PyBuffer_Release(&scanlines);
         return NULL;
     }
+    Py_ssize_t row = width * channels;
     PyObject *result = PyBytes_FromStringAndSize(NULL, height * row);
     unsigned char *zeros = calloc((size_t)row, 1);
     if (result == NULL || zeros == NULL) {

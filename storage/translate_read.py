@@ -128,7 +128,8 @@ def decode_image(where: str, data: bytes) -> tuple[np.ndarray, str]:
         reason = f"no known image format ({len(data)} bytes)"
         raise schema.SchemaError(f"{where}: cannot decode image: {reason}") from exc
     except Exception as exc:  # PIL raises many types for corrupt images
-        raise schema.SchemaError(f"{where}: cannot decode image: {exc}") from exc
+        reason = str(exc) or type(exc).__name__  # PIL's MemoryError for a huge image says nothing
+        raise schema.SchemaError(f"{where}: cannot decode image: {reason}") from exc
     return array, schema.sha256_hex(data)
 
 

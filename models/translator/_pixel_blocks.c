@@ -40,9 +40,14 @@ static int parse(PyObject *args, Call *call) {
         return -1;
     }
     const char *name = call->to_codes ? "to_blocks" : "from_blocks";
-    Py_ssize_t values = call->frames * call->rows * call->r * call->cols * call->r * 3;
-    Py_ssize_t pixels_item = 1, codes_item = 2;
-    if (call->frames < 0 || call->rows < 0 || call->cols < 0 || call->r < 1) {
+    Py_ssize_t factors[5] = {call->frames, call->rows, call->r, call->cols, call->r};
+    Py_ssize_t values = 3, pixels_item = 1, codes_item = 2;
+    int fits = call->r >= 1;
+    for (int i = 0; i < 5 && fits; i++) {  /* values = 3 * frames * rows * r * cols * r, without overflow */
+        fits = factors[i] >= 0 && (factors[i] == 0 || values <= PY_SSIZE_T_MAX / 2 / factors[i]);
+        values *= fits ? factors[i] : 1;
+    }
+    if (!fits) {
         PyErr_Format(PyExc_ValueError, "%s: bad shape: %zd frames, %zd x %zd blocks of %zd", name,
                      call->frames, call->rows, call->cols, call->r);
     } else if (!check_size(name, "input", &call->src, values, call->to_codes ? pixels_item : codes_item) &&

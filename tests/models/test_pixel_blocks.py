@@ -73,3 +73,14 @@ def test_c_passes_refuse_buffers_of_the_wrong_size():
         convert(codes, np.empty((1, 8, 8, 3), np.uint8), INPUT_CODES, 1, 2, 2, 4, False)
     with pytest.raises(ValueError, match="to_blocks: bad shape"):
         convert(rgb, np.empty((1, 8, 8, 3), np.uint16), INPUT_CODES, 1, 8, 8, 0, True)
+    with pytest.raises(ValueError, match="bad shape"):  # a size product that overflows (was a segfault)
+        convert(
+            np.zeros((1, 2, 2, 3), np.uint8),
+            np.zeros((1, 1, 1, 12), np.uint16),
+            INPUT_CODES,
+            1,
+            2**62 + 1,
+            1,
+            2,
+            True,
+        )
