@@ -129,8 +129,8 @@ class TranslatorEngine:
         if self.channels_last:
             graph = graph.to(memory_format=torch.channels_last)
         self.graph = graph
-        # An eager CPU student permutes uint8 pixels instead of bf16 tensors (the same pixels, ~0.6 ms less
-        # per 128×256 frame; models/translator/student_pixels.py).
+        # An eager CPU student folds its pixel (un)shuffle into the pixel conversions (the same pixels;
+        # its pixels() 1.25 → 0.74 ms per 128×256 frame, bench/engine_pixels.py; student_pixels.py).
         self._student_pixels = (
             StudentPixels(
                 graph,
