@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from typing import Literal
 
 import numpy as np
@@ -102,14 +103,54 @@ def encode_png_rgb(rgb: np.ndarray, kind: RowFilter = "paeth", level: int = 6, s
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 
 
-# Chunks the fast decoder reads; any other critical chunk (upper-case first letter: PLTE, a future one)
-# or a transparency chunk sends the image to PIL.
-_DECODED_CHUNKS = (b"IHDR", b"IDAT", b"IEND")
+class PngDamage(ValueError):
+    """A PNG's chunk structure is broken; the message names the chunk, its byte offset and what is wrong."""
+
+
+def png_chunks(data: bytes) -> Iterator[tuple[bytes, memoryview]]:
+    """``(type, data)`` of each chunk of the PNG ``data`` (signature included) up to and including IEND.
+
+    Raises :class:`PngDamage` when a chunk is cut short or its CRC is wrong, when IHDR is not the first
+    chunk (or comes twice), when IDAT chunks are not consecutive (PNG spec, section 5.6) or when there is
+    no IEND. Pillow ignores bad CRCs and a missing end and refuses a split IDAT only sometimes; libpng
+    (torchvision, OpenCV) refuses them all, so such a file gives different readers different answers.
+    """
+    view, pos, previous, idat_ended = memoryview(data), len(_SIGNATURE), None, False
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        name, end = kind.decode("latin-1"), pos + 12 + length
+        if end > len(data):
+            raise PngDamage(f"chunk {name} at byte {pos} is cut short (file truncated)")
+        body = view[pos + 8 : end - 4]
+        if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise PngDamage(f"chunk {name} at byte {pos} has a bad CRC (file damaged)")
+        if (kind == b"IHDR") != (previous is None):
+            raise PngDamage(f"chunk {name} at byte {pos}: IHDR must be the first chunk, once")
+        idat_ended = idat_ended or (previous == b"IDAT" and kind != b"IDAT")
+        if kind == b"IDAT" and idat_ended:
+            raise PngDamage(
+                f"chunk IDAT at byte {pos} comes after other chunks that follow IDAT (not consecutive)"
+            )
+        yield kind, body
+        if kind == b"IEND":
+            return
+        previous, pos = kind, end
+    raise PngDamage("no IEND chunk (file truncated)")
+
+
+def png_damage(data: bytes) -> str | None:
+    """What is wrong with the chunk structure of the PNG ``data`` (:func:`png_chunks`), or None."""
+    try:
+        for _ in png_chunks(data):
+            pass
+    except PngDamage as exc:
+        return str(exc)
+    return None
 
 
 def decode_png_rgb(data: bytes, max_pixels: int) -> np.ndarray | None:
-    """PNG bytes → H×W×3 uint8, for the common case only: 8-bit truecolour, not interlaced, every chunk's
-    CRC right, IHDR first, the IDAT chunks consecutive, one complete zlib stream of exactly the image's
+    """PNG bytes → H×W×3 uint8, for the common case only: 8-bit truecolour, not interlaced, whole chunks
+    in the spec's order (:func:`png_chunks`), one complete zlib stream of exactly the image's
     scanlines and nothing after it. None for anything else (another colour type or depth, a palette or
     transparency chunk, chunks out of the spec's order, a damaged file, more than ``max_pixels`` pixels):
     the caller then decodes with PIL, which decodes these pixels identically (PNG is lossless) and
@@ -121,33 +162,20 @@ def decode_png_rgb(data: bytes, max_pixels: int) -> np.ndarray | None:
     """
     if _pngfilter is None or data[:8] != _SIGNATURE:
         return None
-    view, offset, idat, header, idat_ended = memoryview(data), 8, [], None, False
-    while offset + 12 <= len(data):
-        (length,) = struct.unpack_from(">I", data, offset)
-        kind = bytes(view[offset + 4 : offset + 8])
-        end = offset + 12 + length
-        if end > len(data):
-            return None
-        body = view[offset + 8 : end - 4]
-        if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
-            return None
-        if (kind == b"IHDR") == (header is not None) or (kind == b"IDAT" and idat_ended):
-            return None  # the spec's order: IHDR first and once, the IDAT chunks one after another
-        if kind == b"IHDR":
-            if length != 13:
+    idat: list[memoryview] = []
+    header = None
+    try:
+        for kind, body in png_chunks(data):
+            if kind == b"IHDR":
+                if len(body) != 13:
+                    return None
+                header = struct.unpack(">IIBBBBB", body)
+            elif kind == b"IDAT":
+                idat.append(body)
+            elif kind != b"IEND" and (kind[0] < 97 or kind == b"tRNS"):  # critical (upper case), alpha
                 return None
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            break
-        elif kind[0] < 97 or kind == b"tRNS":  # critical (upper case) or transparency
-            return None
-        else:
-            idat_ended = bool(idat)
-        offset = end
-    else:
-        return None  # no IEND
+    except PngDamage:
+        return None
     if header is None or header[2:] != (8, 2, 0, 0, 0) or not idat:
         return None
     width, height = header[0], header[1]

@@ -13,43 +13,18 @@ PNGs of the camera image's size.
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from sim2real.storage import schema
+from sim2real.storage.png import png_damage
 from sim2real.storage.sources.base import BadFrame, SourceFrame
 from sim2real.storage.sources.source_files import read_bytes, require_file
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _RGB_MEMBER_BY_FORMAT = {"PNG": schema.RGB_PNG, "JPEG": schema.RGB_JPG}
-
-
-def png_damage(data: bytes) -> str | None:
-    """What is wrong with a PNG's chunk structure (``None`` when every chunk up to ``IEND`` is whole, its
-    CRC right, IHDR first and the IDAT chunks consecutive). Pillow ignores bad CRCs and a missing end;
-    libpng (torchvision, OpenCV) refuses them, and Pillow refuses IDAT chunks split by another chunk
-    only sometimes, so such a file would give different readers different answers."""
-    pos, previous, idat_ended = len(_PNG_SIGNATURE), None, False
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        name, end = kind.decode("latin-1"), pos + 12 + length
-        if end > len(data):
-            return f"chunk {name} at byte {pos} is cut short (file truncated)"
-        if zlib.crc32(data[pos + 4:end - 4]) != int.from_bytes(data[end - 4:end], "big"):
-            return f"chunk {name} at byte {pos} has a bad CRC (file damaged)"
-        if (kind == b"IHDR") != (previous is None):
-            return f"chunk {name} at byte {pos}: IHDR must be the first chunk, once"
-        idat_ended = idat_ended or (previous == b"IDAT" and kind != b"IDAT")
-        if kind == b"IDAT" and idat_ended:
-            return f"chunk IDAT at byte {pos} comes after other chunks that follow IDAT (not consecutive)"
-        if kind == b"IEND":
-            return None
-        previous, pos = kind, end
-    return "no IEND chunk (file truncated)"
 
 
 def open_image(key: str, location: str, role: str, data: bytes) -> Image.Image:
