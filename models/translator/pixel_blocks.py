@@ -49,8 +49,7 @@ def to_blocks(rgb: np.ndarray, block: int) -> np.ndarray:
     if _pixel_blocks is not None:
         _pixel_blocks.convert(np.ascontiguousarray(rgb), out, INPUT_CODES, frames, rows, cols, block, True)
         return out
-    blocks = rgb.reshape(frames, rows, block, cols, block, 3).transpose(0, 1, 3, 5, 2, 4)
-    out[...] = INPUT_CODES[blocks].reshape(out.shape)
+    out[...] = INPUT_CODES[space_to_depth_view(rgb, block)].reshape(out.shape)
     return out
 
 
@@ -64,9 +63,21 @@ def from_blocks(codes: np.ndarray, block: int) -> np.ndarray:
             np.ascontiguousarray(codes), out, OUTPUT_LEVELS, frames, rows, cols, block, False
         )
         return out
-    shuffled = codes.reshape(frames, rows, cols, 3, block, block).transpose(0, 1, 4, 2, 5, 3)
-    out[...] = OUTPUT_LEVELS[shuffled].reshape(out.shape)
+    out[...] = OUTPUT_LEVELS[depth_to_space_view(codes, block)].reshape(out.shape)
     return out
+
+
+def space_to_depth_view(rgb: np.ndarray, block: int) -> np.ndarray:
+    """B×H×W×3 → a B×H/r×W/r×3×r×r view: per block, ``pixel_unshuffle``'s channel order (colour, row
+    offset, column offset; r = ``block``)."""
+    frames, height, width, _ = rgb.shape
+    return rgb.reshape(frames, height // block, block, width // block, block, 3).transpose(0, 1, 3, 5, 2, 4)
+
+
+def depth_to_space_view(blocks: np.ndarray, block: int) -> np.ndarray:
+    """B×h×w×3r² (``pixel_shuffle``'s channel order) → a B×h×r×w×r×3 view: reshaped, the B×hr×wr×3 image."""
+    frames, rows, cols, _ = blocks.shape
+    return blocks.reshape(frames, rows, cols, 3, block, block).transpose(0, 1, 4, 2, 5, 3)
 
 
 def bf16_tensor(codes: np.ndarray) -> torch.Tensor:

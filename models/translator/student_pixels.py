@@ -16,7 +16,15 @@ import numpy as np
 import torch
 
 from sim2real.models.translator.inference import padded_size
-from sim2real.models.translator.pixel_blocks import bf16_codes, bf16_tensor, from_blocks, to_blocks, to_levels
+from sim2real.models.translator.pixel_blocks import (
+    bf16_codes,
+    bf16_tensor,
+    depth_to_space_view,
+    from_blocks,
+    space_to_depth_view,
+    to_blocks,
+    to_levels,
+)
 from sim2real.models.translator.student import StudentTranslator
 
 
@@ -59,14 +67,9 @@ class StudentPixels:
     def _float(self, rgb: np.ndarray) -> np.ndarray:
         frames, height, width, _ = rgb.shape
         r = self.block
-        rows, cols = height // r, width // r
-        # pixel_unshuffle's channel order: colour, then row offset, then column offset within a block
-        blocks = rgb.reshape(frames, rows, r, cols, r, 3).transpose(0, 1, 3, 5, 2, 4)
-        blocks = np.ascontiguousarray(blocks).reshape(frames, rows, cols, 3 * r * r)
+        blocks = np.ascontiguousarray(space_to_depth_view(rgb, r))
+        blocks = blocks.reshape(frames, height // r, width // r, 3 * r * r)
         x = torch.from_numpy(blocks).permute(0, 3, 1, 2).to(torch.float32).div_(255).mul_(2).sub_(1)
         out = self.student.trunk(x.to(self.dtype, memory_format=self.memory_format))
-        # pixel_shuffle: output row = block row · r + row offset, column likewise, colour last
-        levels = to_levels(out.permute(0, 2, 3, 1).reshape(frames, rows, cols, 3, r, r))
-        return np.ascontiguousarray(levels.permute(0, 1, 4, 2, 5, 3).numpy()).reshape(
-            frames, height, width, 3
-        )
+        levels = to_levels(out.permute(0, 2, 3, 1)).numpy()
+        return np.ascontiguousarray(depth_to_space_view(levels, r)).reshape(frames, height, width, 3)
