@@ -7,7 +7,7 @@ import queue
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -17,7 +17,7 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, create_table_artifact, update_progress_artifact
 from prefect.context import FlowRunContext
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from tqdm import tqdm
 
 T = TypeVar("T")
@@ -91,16 +91,6 @@ class Progress:
     def _publish(self) -> None:
         update_progress_artifact(self.artifact_id, progress=100.0 * min(self.done, self.total) / self.total)
         self._published = (self.done, time.monotonic())
-
-
-def completed(futures: Iterable[PrefectFuture[T]], progress: Progress) -> Iterator[PrefectFuture[T]]:
-    """Yield futures as they finish, advancing ``progress``; results are read by the caller."""
-    try:
-        for future in as_completed(list(futures)):
-            progress.step()
-            yield future
-    finally:
-        progress.close()
 
 
 class ShardsFailed(RuntimeError):
