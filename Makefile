@@ -10,7 +10,7 @@ export SIM2REAL_ROOT ?= $(CURDIR)/data
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml storage/_pngfilter.c
+$(STAMP): pyproject.toml storage/_pngfilter.c models/translator/_pixel_blocks.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

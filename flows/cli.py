@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import json
+import os
 import sys
-from typing import Any
+import threading
+from typing import Any, NoReturn
 
 import typer
 
@@ -38,14 +41,61 @@ def emit(result: dict[str, Any], as_json: bool, human: str | None = None) -> Non
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: an expected error prints one clear line (and with ``--json``
-    a JSON error object as the last stdout line) and exits with 2; see ``flows/cli_errors.py``."""
+    a JSON error object as the last stdout line) and exits with 2; see ``flows/cli_errors.py``.
+
+    Called with ``argv`` (tests, other Python code) it is a function: it returns, or raises
+    ``SystemExit``. Called without (the ``sim2real`` script, ``python -c "...main()"``) it owns the
+    process and ends it through :func:`end_process`, which skips CPython's final teardown: pyarrow's
+    thread pools abort at that teardown now and then ("terminate called without an active exception",
+    exit -6 after a command had printed its result; apache/arrow#34314)."""
+    if argv is not None:
+        _run(list(argv))
+        return
+    try:
+        _run(sys.argv[1:])
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except Exception:  # an unexpected error: its traceback, as Python would print it, and exit 1
+        sys.excepthook(*sys.exc_info())
+        status = 1
+    end_process(status)
+
+
+def _exit_status(code: object) -> int:
+    """The process exit status for ``SystemExit(code)``, as the interpreter maps it."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # SystemExit("message") prints the message and exits 1
+    return 1
+
+
+def end_process(status: int) -> NoReturn:
+    """End the process with ``status`` after everything a normal exit does for Python code, in the
+    interpreter's order: stop the executors' threads and wait for non-daemon threads; run the ``atexit``
+    hooks (Prefect, logging, multiprocessing, ``weakref.finalize``, our worker pool); flush stdout and
+    stderr. What it skips is the interpreter's final teardown and the C++ static destructors that
+    pyarrow's thread pools race with."""
+    threading._shutdown()  # type: ignore[attr-defined]  # executors' exit hooks, then joins threads
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(status)
+
+
+def _run(args: list[str]) -> None:
+    """Run one command line; expected errors become one line and ``SystemExit(2)``."""
     from sim2real.flows.cli_errors import USER_ERROR_EXIT_CODE, click_exceptions, is_user_error, report
     from sim2real.flows.runtime import quiet_prefect, tune_cpu_threads, use_running_server
 
     tune_cpu_threads()  # before anything imports torch
     quiet_prefect()  # before anything imports Prefect
     use_running_server()  # PREFECT_API_URL, else `sim2real server start`'s server, else embedded
-    args = sys.argv[1:] if argv is None else list(argv)
     if not app.registered_commands:
         for module in _COMMAND_MODULES:
             importlib.import_module(module).register(app)
