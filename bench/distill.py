@@ -45,6 +45,7 @@ from sim2real.models.translator.model import build_translator  # noqa: E402
 from sim2real.models.translator.student import build_student  # noqa: E402
 from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
 from sim2real.tasks import translate as translate_tasks  # noqa: E402
+from sim2real.tasks import workers  # noqa: E402
 
 
 def fresh_pair(root: str, profile: str) -> tuple[str, str]:
@@ -64,6 +65,19 @@ def fresh_pair(root: str, profile: str) -> tuple[str, str]:
     return teacher, student
 
 
+def flow_cpu_seconds() -> float:
+    """CPU seconds used so far by this process and the shard worker processes (not the Prefect server)."""
+    pool = workers._pool
+    pids = list(pool._processes) if pool is not None and pool._processes else []  # type: ignore[attr-defined]
+    return time.process_time() + sum(process_cpu_seconds(pid) for pid in pids)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (``/proc/PID/stat`` fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     """Time both translators ``args.rounds`` times, interleaved; the best round of each counts."""
     height, width = (int(v) for v in args.size.lower().split("x"))
@@ -77,7 +91,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     config = TranslateConfig.model_validate(
         {
             "encode": {"image_format": args.format},
-            "pipeline": {"batch_size": args.batch_size},
+            "pipeline": {"batch_size": args.batch_size, "shard_processes": args.shard_processes},
             "engine": {"device": "cpu"},
         }
     )
@@ -96,10 +110,10 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
         for round_index in range(args.rounds):
             for name, ref in names.items():
-                cpu_started = time.process_time()
+                cpu_started = flow_cpu_seconds()
                 seconds, _ = flow_run(source, ref, f"bench-{name}-{round_index}", config, runner, root)
                 times[f"flow_{name}"].append(seconds)
-                cpu[name].append(time.process_time() - cpu_started)
+                cpu[name].append(flow_cpu_seconds() - cpu_started)
                 engine = engines[name]
                 times[f"forward_{name}"].append(
                     thread.submit(forward_only, images, engine, args.batch_size).result()
@@ -118,6 +132,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "encode": config.encode.model_dump(),
         "torch_threads": torch.get_num_threads(),
+        "shard_processes": config.pipeline.resolve("cpu").shard_processes,
         "frames": args.frames,
         "size": args.size,
         "translators": names,
@@ -146,6 +161,9 @@ def main() -> None:
     parser.add_argument("--shard-samples", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--format", default="png", choices=("png", "jpg"), help="translated image format")
+    parser.add_argument(
+        "--shard-processes", type=int, default=None, help="pipeline.shard_processes (default: the flow's)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root holding --teacher and --student")
     parser.add_argument("--teacher", default=None, help="registry id of the teacher")

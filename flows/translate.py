@@ -57,9 +57,12 @@ def translate_flow(
         version = store.open(f"{plan.name}@{plan.version}")
         return summary(version, skipped_shards=len(version.info["shards"]), created=False)
     shard_task = translate_tasks.translate_shard
-    if config.engine.device.startswith("cuda") and tasks_leave_process():  # threads share one engine
-        ensure_tag_limit(GPU_TAG, config.pipeline.gpu_slots)
-        shard_task = shard_task.with_options(tags=[GPU_TAG])
+    if tasks_leave_process():  # Dask/Ray run the shard tasks in their own processes already
+        pipeline = config.pipeline.model_copy(update={"shard_processes": 0})  # throughput only: same id
+        config = config.model_copy(update={"pipeline": pipeline})
+        if config.engine.device.startswith("cuda"):  # threads share one engine
+            ensure_tag_limit(GPU_TAG, config.pipeline.gpu_slots)
+            shard_task = shard_task.with_options(tags=[GPU_TAG])
     # Submitted parameters stay unquoted: Dask rebuilds tuples, a quote() arrives there as a bare tuple.
     progress = Progress(
         artifact_key("translate", plan.name, "progress"), len(plan.shard_urls), f"translate {plan.name}"

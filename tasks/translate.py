@@ -1,54 +1,29 @@
 """Prefect tasks of the translate flow: plan → translate each shard → commit, as ``tasks/ingest.py``.
 
-A shard task chains three steps as webdataset chains generators: ``storage`` reads the source shard as
-decoded batches, the ``models`` engine turns their pixels into translated pixels, ``storage`` encodes,
-checks and writes the shard. Tasks pass references, never images; a process keeps each engine it built.
+A shard task runs ``tasks/translate_work.translate_shard_at`` (read, translate, encode, check, write) in
+the flow's process or, on CPU, in a worker process (``pipeline.shard_processes``). Tasks pass
+references, never images; a process keeps each engine it built.
 """
 
 from __future__ import annotations
 
-import functools
-import itertools
-import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from sim2real.models.translator.checkpoint import load_translator
-from sim2real.models.translator.engine import Encoder, EngineCache, TranslatorEngine
 from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.storage import translate as translation
-from sim2real.storage.image_encoding import EncodeConfig, encode_rgb
+from sim2real.storage.image_encoding import EncodeConfig
 from sim2real.storage.preview import before_after_pairs
-from sim2real.storage.reader import register_fsspec_schemes
 from sim2real.storage.registry import TranslatorRegistry
-from sim2real.storage.translate_read import FrameBatch, PipelineConfig, read_batches
+from sim2real.storage.translate_read import PipelineConfig
 from sim2real.storage.versions import DatasetStore, Version
+from sim2real.tasks.translate_work import cached_engine, translate_shard_at
+from sim2real.tasks.workers import run_in_pool
 
-_ENGINES = EngineCache(size=2)
-
-
-def cached_engine(root: str, translator_id: str, engine: EngineConfig, batch_size: int) -> TranslatorEngine:
-    """The engine of ``translator_id`` for a resolved ``engine`` config, built once per process."""
-
-    def build() -> TranslatorEngine:
-        model, _ = load_translator(TranslatorRegistry(root), translator_id, engine.device)
-        return TranslatorEngine(model, engine, batch_size)
-
-    return _ENGINES.get((root, translator_id, engine, batch_size), build)
-
-
-def translated(
-    engine: TranslatorEngine, batches: Iterable[FrameBatch], encode: Encoder
-) -> Iterator[FrameBatch]:
-    """Each batch with its translated ``pixels`` (and, where the engine encoded them, ``encoded``)."""
-    batches, for_engine = itertools.tee(batches)
-    results = engine.translate_batches((batch.images for batch in for_engine), encode)
-    for batch, (pixels, encoded) in zip(batches, results, strict=True):
-        batch.pixels, batch.encoded = pixels, encoded
-        yield batch
+__all__ = ["cached_engine", "commit_translation", "plan_translate", "preview_translation", "translate_shard"]
 
 
 @task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
@@ -82,24 +57,13 @@ def translate_shard(
     Returns the shard's summary (``storage.translate.shard_summary``: file, counts; no rows) plus
     ``skipped`` and ``seconds``.
     """
-    started = time.perf_counter()
-    store = DatasetStore(root)
-    part = translation.read_part(store, plan.name, plan.version, index)
-    if part is not None:
-        return {**translation.shard_summary(part), "skipped": True, "seconds": 0.0}
-    register_fsspec_schemes()
-    url = plan.shard_urls[index]
-    source_rows = translation.source_rows_of_shard(store.open(plan.source), url.rsplit("/", 1)[-1])
-    batches = translated(
-        cached_engine(root, plan.lineage.translator_id, engine, pipeline.batch_size),
-        read_batches(url, pipeline),
-        functools.partial(encode_rgb, config=encode),
-    )
-    out = (plan.name, plan.version, index)
-    part = translation.write_translated_shard(
-        store, out, batches, (url, source_rows), encode, plan.lineage, pipeline.encode_threads or 2
-    )
-    return {**translation.shard_summary(part), "skipped": False, "seconds": time.perf_counter() - started}
+    processes = pipeline.shard_processes or 1
+    if processes > 1:  # throughput only (the same bytes): each worker its share of the forward threads;
+        # it decodes itself (a decode pool inside a worker would also hang the worker's exit: a process
+        # joins its children before its executors' exit hooks run)
+        engine = engine.model_copy(update={"forward_threads": max(1, engine.forward_threads // processes)})
+        pipeline = pipeline.model_copy(update={"decode_workers": 0})
+    return run_in_pool(processes, translate_shard_at, root, plan, index, encode, pipeline, engine)
 
 
 @task(name="commit-translation", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)

@@ -3,10 +3,12 @@ child dies with its parent.
 
 Shard tasks are threads of the flow's process under Prefect's thread runner; pure-Python codec work
 there runs on one core (the GIL). :func:`run_in_pool` runs such a function in a process pool of
-``spawn``-ed workers that import only what the function needs (``sim2real.storage``: no Prefect, no
-torch; ~60 MB each). Every worker watches its parent and exits when it is gone
-(``storage.process_lifetime.exit_with_owner``), so a flow killed with ``kill -9`` leaves no worker
-behind.
+``spawn``-ed workers that import only what the function needs: ingest's shard work imports
+``sim2real.storage`` (no Prefect, no torch; ~60 MB each), translate's on CPU imports torch and keeps the
+engines it built (a worker serves every later shard task of the process). Every worker watches its
+parent and exits when it is gone (``storage.process_lifetime.exit_with_owner``), so a flow killed with
+``kill -9`` leaves no worker behind; a worker killed on its own (the OOM killer) breaks the pool, which
+is dropped so that the task's retry runs on a fresh one.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from sim2real.storage.process_lifetime import exit_with_owner
@@ -56,7 +59,14 @@ def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
     when ``workers`` changes."""
     if workers <= 1:
         return function(*args)
-    return _get_pool(workers).submit(function, *args).result()
+    pool = _get_pool(workers)
+    try:
+        return pool.submit(function, *args).result()
+    except BrokenProcessPool:
+        # A worker died (the OOM killer, kill -9): this pool takes no more work. Drop it, so that the
+        # task's retry (and every later call) starts a fresh one, and let the caller see the failure.
+        _discard(pool)
+        raise
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
@@ -72,6 +82,15 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
             )
             _pool_size = workers
         return _pool
+
+
+def _discard(pool: ProcessPoolExecutor) -> None:
+    """Forget ``pool`` if it is still the shared one (its surviving workers are stopped, not awaited)."""
+    global _pool, _pool_size
+    with _lock:
+        if _pool is pool:
+            _pool, _pool_size = None, 0
+    pool.shutdown(wait=False, cancel_futures=True)
 
 
 def shutdown_pool() -> None:

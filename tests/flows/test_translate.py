@@ -36,6 +36,7 @@ from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.version_commit import commit_version
 from sim2real.storage.versions import DatasetStore, shard_file_name
 from sim2real.tasks import translate as translate_tasks
+from sim2real.tasks import translate_work
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 FRAMES = 10
@@ -179,20 +180,24 @@ def test_a_preview_that_fails_leaves_the_committed_version_and_a_successful_run(
 def test_failure_after_some_shards_then_rerun_completes(
     world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ):
-    real = translate_tasks.read_batches
+    real = translate_work.read_batches
 
     def failing(url, config):
         if url.endswith(shard_file_name("toy", 1)):
             raise RuntimeError("injected crash")
         return real(url, config)
 
-    monkeypatch.setattr(translate_tasks, "read_batches", failing)
+    monkeypatch.setattr(translate_work, "read_batches", failing)
     monkeypatch.setattr(
         translate_tasks, "translate_shard", translate_tasks.translate_shard.with_options(retries=0)
     )
+    # The crash is planted in this process: the shard work runs here (throughput only: the same id).
+    in_process = CONFIG.model_copy(
+        update={"pipeline": CONFIG.pipeline.model_copy(update={"shard_processes": 0})}
+    )
     with pytest.raises(ShardsFailed, match=r"1 shard\(s\) failed \[1\]"):
-        translate_flow(world["source"], world["translator"], "toy-crash", world["root"], CONFIG)
-    monkeypatch.setattr(translate_tasks, "read_batches", real)
+        translate_flow(world["source"], world["translator"], "toy-crash", world["root"], in_process)
+    monkeypatch.setattr(translate_work, "read_batches", real)
 
     result = translate_flow(world["source"], world["translator"], "toy-crash", world["root"], CONFIG)
     assert (result["samples"], result["skipped_shards"], result["version"]) == (
@@ -298,12 +303,12 @@ def test_shard_tasks_starting_together_build_one_engine(monkeypatch):
         time.sleep(0.2)  # widens the window in which a second task would miss the cache
         return build_translator(tiny_translator_config()), {}
 
-    monkeypatch.setattr(translate_tasks, "load_translator", slow_load)
+    monkeypatch.setattr(translate_work, "load_translator", slow_load)
     config = EngineConfig(device="cpu", precision="fp32", forward_threads=1).resolve()
     key = f"race-{time.monotonic_ns()}"  # not in the process's cache yet
     with ThreadPoolExecutor(max_workers=3) as pool:
         engines = list(
-            pool.map(lambda _: translate_tasks.cached_engine("/nowhere", key, config, 3), range(3))
+            pool.map(lambda _: translate_work.cached_engine("/nowhere", key, config, 3), range(3))
         )
     assert loads == [key]
     assert engines[0] is engines[1] is engines[2]

@@ -47,7 +47,13 @@ def test_every_unmarked_field_changes_the_version_key_and_marked_ones_do_not():
     for png in ({"png_strategy": "default"}, {"png_filter": "adaptive"}, {"png_compress_level": 1}):
         assert config(encode=png).version_key() != base, png
     marked = config(
-        pipeline={"decode_workers": 2, "prefetch_batches": 5, "encode_threads": 3, "gpu_slots": 2},
+        pipeline={
+            "decode_workers": 2,
+            "prefetch_batches": 5,
+            "encode_threads": 3,
+            "gpu_slots": 2,
+            "shard_processes": 3,
+        },
         engine={
             "device": "cpu",
             "forward_threads": 1,
@@ -96,9 +102,12 @@ def test_batch_size_and_threads_change_bytes_only_under_another_version_id(trans
 def test_throughput_settings_leave_every_byte_and_the_id_alone(translate_world):
     world = translate_world
     threads = config().resolve().engine.intra_op_threads
-    plain = config(engine={"device": "cpu", "forward_threads": 1, "intra_op_threads": threads})
+    plain = config(
+        pipeline={"shard_processes": 0},  # in the flow's process; "busy" runs in 2 worker processes
+        engine={"device": "cpu", "forward_threads": 1, "intra_op_threads": threads},
+    )
     busy = config(
-        pipeline={"decode_workers": 1, "encode_threads": 1, "prefetch_batches": 1},
+        pipeline={"decode_workers": 1, "encode_threads": 1, "prefetch_batches": 1, "shard_processes": 2},
         engine={"device": "cpu", "forward_threads": 2, "intra_op_threads": threads},
     )
     assert translate(world, "plain", plain) == translate(world, "busy", busy)

@@ -21,10 +21,35 @@ from sim2real.storage import ingest
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
+from sim2real.tasks.workers import shutdown_pool
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
-# Threads per forward pass fixed: the killed child and this process resolve the same version id.
-SETTINGS = {"pipeline": {"batch_size": 2}, "engine": {"device": "cpu", "intra_op_threads": 1}}
+# Threads per forward pass fixed: the killed child and this process resolve the same version id. The
+# shard work runs in the flow's own process here (the kill hits the process that writes); a killed
+# worker process is the last test's case.
+SETTINGS = {
+    "pipeline": {"batch_size": 2, "shard_processes": 0},
+    "engine": {"device": "cpu", "intra_op_threads": 1},
+}
+
+# Imported at start-up by every worker process the test starts (PYTHONPATH): the first worker to add a
+# sample to a shard kills itself with SIGKILL, as the OOM killer would; the marker file says it happened.
+SITECUSTOMIZE = """
+import os, signal
+from pathlib import Path
+from sim2real.storage import shards
+
+marker = Path(os.environ["SIM2REAL_TEST_KILL_MARKER"])
+real_add = shards.ShardBuilder.add
+
+def add(self, key, members):
+    if not marker.exists():
+        marker.write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_add(self, key, members)
+
+shards.ShardBuilder.add = add
+"""
 
 # The flow's own steps (the tasks' functions, no API needed), with a SIGKILL planted at ``point``.
 CHILD = """
@@ -106,3 +131,30 @@ def test_kill_9_during_translate_then_rerun_completes(world: tuple[Path, str], p
     after = {p.name: p.stat().st_mtime_ns for p in Path(version.path, "shards").glob("*.tar")}
     assert all(after[name] == mtime for name, mtime in finished.items() if name in after)
     assert not list(Path(root).rglob("*.tmp-*")) and not Path(version.path, "_parts").exists()
+
+
+def test_a_worker_process_killed_mid_shard_is_retried_on_a_fresh_pool(
+    world: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    tmp, export = world
+    root, source, translator = prepare(tmp, export, "worker")
+    (tmp_path / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    marker = tmp_path / "killed-worker.pid"
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("SIM2REAL_TEST_KILL_MARKER", str(marker))
+    shutdown_pool()  # workers start after this point, with the kill planted
+    try:
+        config = TranslateConfig.model_validate(
+            {**SETTINGS, "pipeline": {"batch_size": 2, "shard_processes": 2}}
+        )
+        result = translate_flow(source, translator, "out", root, config)
+    finally:
+        shutdown_pool()
+    killed = int(marker.read_text())  # a worker did die mid-shard
+    assert not Path(f"/proc/{killed}").exists()
+    assert result["created"] and result["samples"] == 10 and result["shards"] == 3
+    store = DatasetStore(root)
+    version = store.open(f"out@{result['version']}")
+    keys = [s["__key__"] for s in wds.WebDataset(version.brace_url, shardshuffle=False)]
+    assert keys == store.open(source).manifest()["key"].to_pylist()  # nothing lost, nothing twice
+    assert not list(Path(root).rglob("*.tmp-*"))

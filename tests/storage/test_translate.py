@@ -26,7 +26,7 @@ from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.translate import LabelMismatch, Lineage, write_translated_shard
 from sim2real.storage.translate_read import FrameBatch, PipelineConfig, decode_pool, read_batches
 from sim2real.storage.versions import DatasetStore
-from sim2real.tasks.translate import translated
+from sim2real.tasks.translate_work import translated
 
 from ..models.test_translator import tiny_config
 
