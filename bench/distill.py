@@ -1,7 +1,8 @@
 """Student vs teacher in one run: FLOPs per frame, the translate flow's frames/s, the forward's frames/s.
 
-Both translators translate the same toy sim version with the flow's defaults (thread runner, CPU
-forward threads, PNG; ``--format jpg`` for JPEG, the same for both), interleaved round by round
+Both translators translate the same toy sim version with the flow's defaults (thread runner, on CPU
+one shard worker process per core, PNG; ``--format jpg`` for JPEG, ``--shard-processes 0`` for the
+work in the flow's process, the same for both), interleaved round by round
 (teacher, student, teacher, ...); the best round of each counts, so load from other processes skews the
 ratio less. The forward alone (the flow's own engine over pre-decoded frames, every forward thread busy)
 is timed the same way; the 1-minute load average is printed before and after. Prints the ratios:
@@ -143,9 +144,9 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         "fps": fps,
         "seconds": {k: [round(s, 2) for s in v] for k, v in times.items()},
         "flow_ratio": round(fps["flow_student"] / fps["flow_teacher"], 2),
-        # CPU time of this process (not the Prefect server's) per frame, least of the rounds: less
-        # sensitive to other processes' load than frames/s; an idle box whose cores the flow kept busy
-        # would approach its ratio
+        # CPU time of this process and its shard workers (not the Prefect server's) per frame, least of
+        # the rounds: less sensitive to other processes' load than frames/s; an idle box whose cores
+        # the flow kept busy would approach its ratio
         "flow_cpu_ms_per_frame": {n: round(1e3 * min(v) / args.frames, 3) for n, v in cpu.items()},
         "flow_cpu_ratio": round(min(cpu["teacher"]) / min(cpu["student"]), 2),
         "forward_ratio": round(fps["forward_student"] / fps["forward_teacher"], 2),
@@ -191,7 +192,7 @@ def main() -> None:
     )
     per_frame = result["flow_cpu_ms_per_frame"]
     print(
-        f"  flow CPU of this process: teacher {per_frame['teacher']} ms/frame, student "
+        f"  flow CPU (this process and its shard workers): teacher {per_frame['teacher']} ms/frame, student "
         f"{per_frame['student']} ms/frame; teacher/student = {result['flow_cpu_ratio']:.2f}"
     )
     print(
