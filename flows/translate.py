@@ -57,12 +57,16 @@ def translate_flow(
         version = store.open(f"{plan.name}@{plan.version}")
         return summary(version, skipped_shards=len(version.info["shards"]), created=False)
     shard_task = translate_tasks.translate_shard
-    if tasks_leave_process():  # Dask/Ray run the shard tasks in their own processes already
-        pipeline = config.pipeline.model_copy(update={"shard_processes": 0})  # throughput only: same id
-        config = config.model_copy(update={"pipeline": pipeline})
-        if config.engine.device.startswith("cuda"):  # threads share one engine
-            ensure_tag_limit(GPU_TAG, config.pipeline.gpu_slots)
-            shard_task = shard_task.with_options(tags=[GPU_TAG])
+    # Worker processes: at most one per shard, none under Dask/Ray (they run each shard task in a process
+    # of their own already). Throughput only: the same id and bytes.
+    elsewhere = tasks_leave_process()
+    processes = 0 if elsewhere else min(config.pipeline.shard_processes or 0, len(plan.shard_urls))
+    config = config.model_copy(
+        update={"pipeline": config.pipeline.model_copy(update={"shard_processes": processes})}
+    )
+    if elsewhere and config.engine.device.startswith("cuda"):  # threads share one engine
+        ensure_tag_limit(GPU_TAG, config.pipeline.gpu_slots)
+        shard_task = shard_task.with_options(tags=[GPU_TAG])
     # Submitted parameters stay unquoted: Dask rebuilds tuples, a quote() arrives there as a bare tuple.
     progress = Progress(
         artifact_key("translate", plan.name, "progress"), len(plan.shard_urls), f"translate {plan.name}"

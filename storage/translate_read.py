@@ -70,7 +70,8 @@ class PipelineConfig(BaseModel):
         None, "encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)", ge=1
     )
     # CPU: worker processes that run the shard tasks' work (read, translate, encode, write), one shard
-    # each; None = one per core on CPU, 0 on CUDA (one process shares the GPU); 0 or 1 = the flow's process
+    # each; None = one per core on CPU, 0 on CUDA (one process shares the GPU); 0 or 1 = the flow's
+    # process. The flow starts at most one per shard (a single shard stays in its process).
     shard_processes: int | None = _throughput(
         None, "CPU: processes running shard work (default: one per core on CPU, 0 on CUDA)", ge=0
     )

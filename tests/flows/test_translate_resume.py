@@ -4,6 +4,7 @@ nothing lost or twice, and no partial version is ever visible."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from sim2real.storage import ingest
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
+from sim2real.tasks import workers
 from sim2real.tasks.workers import shutdown_pool
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
@@ -91,17 +93,19 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     return tmp, str(tmp / "export")
 
 
+TINY = TranslatorConfig(
+    gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
+    train=TrainConfig(crop_height=32, crop_width=32),
+)
+
+
 def prepare(tmp: Path, export: str, point: str) -> tuple[str, str, str]:
     root = str(tmp / f"root-{point}")
     config = ingest.IngestConfig(max_shard_samples=4)
     source = ingest.ingest_serially(DatasetStore(root), export, "toy", config)
-    model_config = TranslatorConfig(
-        gen=GeneratorConfig(dim=8, style_dim=4, n_downsample=2, n_res=1, mlp_dim=16, style_n_downsample=2),
-        train=TrainConfig(crop_height=32, crop_width=32),
-    )
     torch.manual_seed(0)
-    weights = translator_weights(build_translator(model_config))
-    translator = TranslatorRegistry(root).save(weights, {"config": model_config.model_dump(mode="json")})
+    weights = translator_weights(build_translator(TINY))
+    translator = TranslatorRegistry(root).save(weights, {"config": TINY.model_dump(mode="json")})
     return root, source.ref, translator
 
 
@@ -158,3 +162,20 @@ def test_a_worker_process_killed_mid_shard_is_retried_on_a_fresh_pool(
     keys = [s["__key__"] for s in wds.WebDataset(version.brace_url, shardshuffle=False)]
     assert keys == store.open(source).manifest()["key"].to_pylist()  # nothing lost, nothing twice
     assert not list(Path(root).rglob("*.tmp-*"))
+
+
+def test_one_shard_is_translated_in_the_flows_process(world: tuple[Path, str], tmp_path: Path):
+    _, export = world
+    root = str(tmp_path / "root")
+    one_shard = ingest.IngestConfig(max_shard_samples=16)
+    source = ingest.ingest_serially(DatasetStore(root), export, "one", one_shard)
+    torch.manual_seed(0)
+    translator = TranslatorRegistry(root).save(
+        translator_weights(build_translator(TINY)), {"config": TINY.model_dump(mode="json")}
+    )
+    shutdown_pool()
+    config = TranslateConfig.model_validate({"engine": {"device": "cpu"}})
+    assert config.resolve().pipeline.shard_processes == len(os.sched_getaffinity(0))  # the default
+    result = translate_flow(source.ref, translator, "out", root, config)
+    assert result["shards"] == 1 and result["samples"] == 10
+    assert workers._pool is None  # no worker process was started for a single shard
