@@ -29,6 +29,7 @@ from sim2real.flows.translate_config import TranslateConfig
 from sim2real.storage.translate import TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
+from sim2real.tasks.workers import shutdown_pool
 
 # Shard tasks in flight at least (O(1) in the shard count): more than any runner here runs at once (the
 # thread runner: 2; Dask/Ray: one per GPU slot, counted separately).
@@ -73,16 +74,20 @@ def translate_flow(
     )
     shown: list[tuple[int, dict[str, Any]]] = []  # the artifact's rows: the first ARTIFACT_ROWS shards
     skipped = 0
-    for index, part in run_shards(
-        lambda i: shard_task.submit(root, plan, i, config.encode, config.pipeline, config.engine),
-        len(plan.shard_urls),
-        shard_window(max(SHARDS_IN_FLIGHT, config.pipeline.gpu_slots)),
-        progress,
-        f"{plan.name}@{plan.version}",
-    ):  # small per-shard summaries, dropped as they come: O(window) in the flow, not O(shards)
-        skipped += bool(part["skipped"])
-        if index < ARTIFACT_ROWS:
-            shown.append((index, part))
+    try:
+        for index, part in run_shards(
+            lambda i: shard_task.submit(root, plan, i, config.encode, config.pipeline, config.engine),
+            len(plan.shard_urls),
+            shard_window(max(SHARDS_IN_FLIGHT, config.pipeline.gpu_slots)),
+            progress,
+            f"{plan.name}@{plan.version}",
+        ):  # small per-shard summaries, dropped as they come: O(window) in the flow, not O(shards)
+            skipped += bool(part["skipped"])
+            if index < ARTIFACT_ROWS:
+                shown.append((index, part))
+    finally:
+        if processes > 1:  # the workers hold torch and an engine each (~0.5-0.7 GB): not kept idle
+            shutdown_pool()
     version = translate_tasks.commit_translation(root, quote(plan))
     report(root, plan, version, [part for _, part in sorted(shown, key=lambda item: item[0])])
     emit_version_created(version, root)

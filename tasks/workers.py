@@ -4,11 +4,12 @@ child dies with its parent.
 Shard tasks are threads of the flow's process under Prefect's thread runner; pure-Python codec work
 there runs on one core (the GIL). :func:`run_in_pool` runs such a function in a process pool of
 ``spawn``-ed workers that import only what the function needs: ingest's shard work imports
-``sim2real.storage`` (no Prefect, no torch; ~60 MB each), translate's on CPU imports torch and keeps the
-engines it built (a worker serves every later shard task of the process). Every worker watches its
-parent and exits when it is gone (``storage.process_lifetime.exit_with_owner``), so a flow killed with
-``kill -9`` leaves no worker behind; a worker killed on its own (the OOM killer) breaks the pool, which
-is dropped so that the task's retry runs on a fresh one.
+``sim2real.storage`` (no Prefect, no torch; ~60 MB each), translate's on CPU imports torch and keeps
+the engines it built for the rest of the run (both flows stop the workers at their end). Every worker
+watches the process that started the pool and exits when it is gone
+(``storage.process_lifetime.exit_with_owner``), so a flow killed with ``kill -9`` leaves no worker
+behind; a worker killed on its own (the OOM killer) breaks the pool, which is dropped so that the
+task's retry runs on a fresh one.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import atexit
 import ctypes
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -61,11 +63,25 @@ def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
         return function(*args)
     pool = _get_pool(workers)
     try:
-        return pool.submit(function, *args).result()
+        return pool.submit(_call_in_worker, function, *args).result()
     except BrokenProcessPool:
         # A worker died (the OOM killer, kill -9): this pool takes no more work. Drop it, so that the
         # task's retry (and every later call) starts a fresh one, and let the caller see the failure.
         _discard(pool)
+        raise
+
+
+def _call_in_worker(function: Callable[..., T], *args: Any) -> T:
+    """``function(*args)`` in a worker, its exception made safe to send back: one that does not survive
+    pickling (webdataset's ``ReadError`` holds an open file) would come back as a pickling error that
+    names neither the file nor the reason, or break the pool."""
+    try:
+        return function(*args)
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
         raise
 
 
@@ -79,6 +95,9 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=exit_with_owner,
+                # this process's pid, not the worker's parent at start: a worker that starts after its
+                # owner was killed would otherwise watch init (pid 1) and outlive it
+                initargs=(os.getpid(),),
             )
             _pool_size = workers
         return _pool

@@ -91,3 +91,12 @@ def test_an_unexpected_error_prints_its_traceback_and_exits_1(tmp_path: Path) ->
     said = f"stdout:\n{done.stdout}\nstderr:\n{done.stderr}"
     assert done.returncode == 1, said
     assert "Traceback" in done.stderr and "RuntimeError: a bug, not a user error" in done.stderr, said
+
+
+def test_a_command_started_with_stdout_closed_exits_0(tmp_path: Path) -> None:
+    # `sim2real versions >&-`: Python sets sys.stdout to None; the exit must not trip over it
+    cli = f'"{sys.executable}" -c "from sim2real.flows.cli import main; main()"'
+    command = f'{cli} versions --root "{tmp_path}" >&-'
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
