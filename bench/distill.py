@@ -1,8 +1,8 @@
 """Student vs teacher in one run: FLOPs per frame, the translate flow's frames/s, the forward's frames/s.
 
-Both translators translate the same toy sim version with the flow's defaults (thread runner, on CPU
-one shard worker process per core, PNG; ``--format jpg`` for JPEG, ``--shard-processes 0`` for the
-work in the flow's process, the same for both), interleaved round by round
+Both translators translate the same toy sim version with the flow's defaults (thread runner, CPU
+forward threads, PNG; ``--format jpg`` for JPEG, ``--shard-processes N`` for the shard work in N worker
+processes, the same for both), interleaved round by round
 (teacher, student, teacher, ...); the best round of each counts, so load from other processes skews the
 ratio less. The forward alone (the flow's own engine over pre-decoded frames, every forward thread busy)
 is timed the same way; the 1-minute load average is printed before and after. Prints the ratios:
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -46,7 +47,6 @@ from sim2real.models.translator.model import build_translator  # noqa: E402
 from sim2real.models.translator.student import build_student  # noqa: E402
 from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
 from sim2real.tasks import translate as translate_tasks  # noqa: E402
-from sim2real.tasks import workers  # noqa: E402
 
 
 def fresh_pair(root: str, profile: str) -> tuple[str, str]:
@@ -67,16 +67,10 @@ def fresh_pair(root: str, profile: str) -> tuple[str, str]:
 
 
 def flow_cpu_seconds() -> float:
-    """CPU seconds used so far by this process and the shard worker processes (not the Prefect server)."""
-    pool = workers._pool
-    pids = list(pool._processes) if pool is not None and pool._processes else []  # type: ignore[attr-defined]
-    return time.process_time() + sum(process_cpu_seconds(pid) for pid in pids)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (``/proc/PID/stat`` fields 14 and 15)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds used so far by this process and its finished children: the shard workers, which the
+    flow stops (and so reaps) at its end. The Prefect server, a child that lives on, is not counted."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
@@ -163,7 +157,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--format", default="png", choices=("png", "jpg"), help="translated image format")
     parser.add_argument(
-        "--shard-processes", type=int, default=None, help="pipeline.shard_processes (default: the flow's)"
+        "--shard-processes", type=int, default=0, help="pipeline.shard_processes (default 0, the flow's)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved repetitions; the best counts")
     parser.add_argument("--root", default=None, help="storage root holding --teacher and --student")

@@ -61,7 +61,7 @@ def translate_flow(
     # Worker processes: at most one per shard, none under Dask/Ray (they run each shard task in a process
     # of their own already). Throughput only: the same id and bytes.
     elsewhere = tasks_leave_process()
-    processes = 0 if elsewhere else min(config.pipeline.shard_processes or 0, len(plan.shard_urls))
+    processes = 0 if elsewhere else min(config.pipeline.shard_processes, len(plan.shard_urls))
     config = config.model_copy(
         update={"pipeline": config.pipeline.model_copy(update={"shard_processes": processes})}
     )

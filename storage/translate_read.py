@@ -70,26 +70,24 @@ class PipelineConfig(BaseModel):
         None, "encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)", ge=1
     )
     # CPU: worker processes that run the shard tasks' work (read, translate, encode, write), one shard
-    # each; None = one per core on CPU, 0 on CUDA (one process shares the GPU); 0 or 1 = the flow's
-    # process. The flow starts at most one per shard (a single shard stays in its process).
-    shard_processes: int | None = _throughput(
-        None, "CPU: processes running shard work (default: one per core on CPU, 0 on CUDA)", ge=0
-    )
+    # each; 0 or 1 = in the flow's process (the default). The flow starts at most one per shard, none on
+    # CUDA (one process shares the GPU). Each costs a few seconds to start and ~0.5-0.7 GB: they pay off
+    # on long CPU runs (a student's flow 12-24 % faster, bench/RESULTS.md), not on short ones.
+    shard_processes: int = _throughput(0, "CPU: processes running shard work (0: the flow's process)", ge=0)
     # Dask/Ray runners: slots of the 'gpu' tag limit, created if absent (one per GPU)
     gpu_slots: int = _throughput(1, "Dask/Ray: shard tasks on GPUs at once (one per GPU)", ge=1)
 
     def resolve(self, device_type: str) -> PipelineConfig:
         """The same config with the worker counts decided for ``device_type`` (``cpu`` or ``cuda``)."""
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 2
+        cores = os.cpu_count() or 2
         cuda = device_type == "cuda"
         decode = self.decode_workers
         encode = self.encode_threads
-        processes = self.shard_processes
         return self.model_copy(
             update={
                 "decode_workers": (min(4, cores // 2) if cuda else 0) if decode is None else decode,
                 "encode_threads": (max(2, cores // 4) if cuda else 2) if encode is None else encode,
-                "shard_processes": (0 if cuda else cores) if processes is None else processes,
+                "shard_processes": 0 if cuda else self.shard_processes,
             }
         )
 

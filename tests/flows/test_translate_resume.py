@@ -4,7 +4,6 @@ nothing lost or twice, and no partial version is ever visible."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -174,8 +173,8 @@ def test_one_shard_is_translated_in_the_flows_process(world: tuple[Path, str], t
         translator_weights(build_translator(TINY)), {"config": TINY.model_dump(mode="json")}
     )
     shutdown_pool()
-    config = TranslateConfig.model_validate({"engine": {"device": "cpu"}})
-    assert config.resolve().pipeline.shard_processes == len(os.sched_getaffinity(0))  # the default
+    assert TranslateConfig().pipeline.shard_processes == 0  # the default: no worker processes
+    config = TranslateConfig.model_validate({"pipeline": {"shard_processes": 2}, "engine": {"device": "cpu"}})
     result = translate_flow(source.ref, translator, "out", root, config)
     assert result["shards"] == 1 and result["samples"] == 10
     assert workers._pool is None  # no worker process was started for a single shard
