@@ -46,7 +46,7 @@ from sim2real.models.translator.kinds import footprint  # noqa: E402
 from sim2real.models.translator.model import build_translator  # noqa: E402
 from sim2real.models.translator.student import build_student  # noqa: E402
 from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
-from sim2real.tasks import translate as translate_tasks  # noqa: E402
+from sim2real.tasks.translate_work import cached_engine  # noqa: E402
 
 
 def fresh_pair(root: str, profile: str) -> tuple[str, str]:
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
         flow_run(warm, ref, f"warm-{name}", config, runner, root)  # server start, engine build
     images = decoded(source, torch.device("cpu"))
     engines = {
-        n: translate_tasks.cached_engine(root, ref, config.engine.resolve(), args.batch_size)
+        n: cached_engine(root, ref, config.engine.resolve(), args.batch_size)
         for n, ref in names.items()
     }
     times: dict[str, list[float]] = {f"{kind}_{n}": [] for kind in ("flow", "forward") for n in names}

@@ -66,7 +66,7 @@ from sim2real.storage.registry import TranslatorRegistry  # noqa: E402
 from sim2real.storage.schema import rgb_member  # noqa: E402
 from sim2real.storage.sources.toysim import ToySimConfig, write_export  # noqa: E402
 from sim2real.storage.versions import DatasetStore, Version  # noqa: E402
-from sim2real.tasks import translate as translate_tasks  # noqa: E402
+from sim2real.tasks.translate_work import cached_engine  # noqa: E402
 
 
 def make_source(root: str, name: str, frames: int, size: tuple[int, int], shard_samples: int) -> Version:
@@ -248,7 +248,7 @@ def run(args: argparse.Namespace, root: str) -> dict[str, Any]:
     progress(f"warm-up flow {warmup_seconds:.1f} s")
     images = decoded(source, device)
     # The flow's own engine (built by the warm-up, compiled there with --compile): same graph and threads.
-    engine = translate_tasks.cached_engine(root, translator, config.engine.resolve(), args.batch_size)
+    engine = cached_engine(root, translator, config.engine.resolve(), args.batch_size)
     times: dict[str, list[float]] = {"a": [], "b": [], "c": []}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="baseline") as thread:
         # Warm-up (compiles, with --compile): one batch per forward thread.

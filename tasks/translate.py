@@ -20,10 +20,8 @@ from sim2real.storage.preview import before_after_pairs
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.translate_read import PipelineConfig
 from sim2real.storage.versions import DatasetStore, Version
-from sim2real.tasks.translate_work import cached_engine, translate_shard_at
+from sim2real.tasks.translate_work import translate_shard_at
 from sim2real.tasks.workers import run_in_pool
-
-__all__ = ["cached_engine", "commit_translation", "plan_translate", "preview_translation", "translate_shard"]
 
 
 @task(name="plan-translate", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)
