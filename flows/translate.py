@@ -58,10 +58,13 @@ def translate_flow(
         version = store.open(f"{plan.name}@{plan.version}")
         return summary(version, skipped_shards=len(version.info["shards"]), created=False)
     shard_task = translate_tasks.translate_shard
-    # Worker processes: at most one per shard, none under Dask/Ray (they run each shard task in a process
-    # of their own already). Throughput only: the same id and bytes.
+    # Worker processes: set, or by the run's size; at most one per shard, none under Dask/Ray (they run
+    # each shard task in a process of their own already). Throughput only: the same id and bytes.
     elsewhere = tasks_leave_process()
-    processes = 0 if elsewhere else min(config.pipeline.shard_processes, len(plan.shard_urls))
+    frames = store.open(plan.source).num_samples
+    processes = 0 if elsewhere else config.pipeline.processes_for(frames, len(plan.shard_urls))
+    if processes > 1:
+        logger.info("shard work in %d worker processes (pipeline.shard_processes)", processes)
     config = config.model_copy(
         update={"pipeline": config.pipeline.model_copy(update={"shard_processes": processes})}
     )

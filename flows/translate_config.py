@@ -17,7 +17,8 @@ As YAML (``sim2real translate --config FILE``; every key optional)::
     pipeline:
       batch_size: 8            # frames per forward pass (changes bytes: kernels pick algorithms by shape)
       decode_workers: null     # decode processes; null = 0 on CPU, min(4, cores/2) on CUDA
-      shard_processes: 0       # CPU: worker processes running shard work (0: the flow's process)
+      shard_processes: null    # CPU: worker processes running shard work; null = one per core when the
+                               # run has 8,192 frames per core, else 0 (the flow's process)
     engine:
       device: auto             # auto, cpu, cuda, cuda:N
       precision: auto          # bf16 where native, else fp32 (fp16 on older GPUs)

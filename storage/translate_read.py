@@ -35,6 +35,16 @@ from sim2real.storage.png import decode_png_rgb
 from sim2real.storage.process_lifetime import exit_with_owner
 from sim2real.storage.tar_samples import RawSample, shard_samples
 
+# Source frames per core from which a CPU run starts worker processes by default (shard_processes None):
+# above the measured break-even of their start-up (bench/RESULTS.md, "worker processes by run size").
+AUTO_FRAMES_PER_PROCESS = 8192
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # A field marked so does not change the output bytes; every other field feeds the version id.
 THROUGHPUT_ONLY: dict[str, Any] = {"changes_bytes": False}
 
@@ -70,10 +80,14 @@ class PipelineConfig(BaseModel):
         None, "encoding threads per shard task (default: 2 on CPU, max(2, cores/4) on CUDA)", ge=1
     )
     # CPU: worker processes that run the shard tasks' work (read, translate, encode, write), one shard
-    # each; 0 or 1 = in the flow's process (the default). The flow starts at most one per shard, none on
-    # CUDA (one process shares the GPU). Each costs a few seconds to start and ~0.5-0.7 GB: they pay off
-    # on long CPU runs (a student's flow 12-24 % faster, bench/RESULTS.md), not on short ones.
-    shard_processes: int = _throughput(0, "CPU: processes running shard work (0: the flow's process)", ge=0)
+    # each, instead of threads of the flow's process that share one GIL; 0 or 1 = in the flow's process.
+    # None (auto) = one per core when the run has AUTO_FRAMES_PER_PROCESS source frames per core, else 0:
+    # each worker takes ~1.5 s to start (importing torch) and holds ~0.5-0.7 GB until the flow's end,
+    # which a long run wins back (a student's flow ~30 % faster once started) and a short one does not
+    # (bench/RESULTS.md). Never on CUDA (one process shares the GPU); never more than one per shard.
+    shard_processes: int | None = _throughput(
+        None, "CPU: processes running shard work (0: the flow's process; None: by the run's size)", ge=0
+    )
     # Dask/Ray runners: slots of the 'gpu' tag limit, created if absent (one per GPU)
     gpu_slots: int = _throughput(1, "Dask/Ray: shard tasks on GPUs at once (one per GPU)", ge=1)
 
@@ -90,6 +104,17 @@ class PipelineConfig(BaseModel):
                 "shard_processes": 0 if cuda else self.shard_processes,
             }
         )
+
+    def processes_for(self, frames: int, shards: int) -> int:
+        """Worker processes for a CPU run of ``frames`` source frames in ``shards`` shards: the set
+        count, or by the run's size when ``shard_processes`` is None; at most one per shard. 0 or 1
+        means the flow's own process."""
+        if self.shard_processes is not None:
+            wanted = self.shard_processes
+        else:
+            cores = usable_cores()
+            wanted = cores if cores > 1 and frames >= AUTO_FRAMES_PER_PROCESS * cores else 0
+        return min(wanted, shards)
 
 
 @dataclass

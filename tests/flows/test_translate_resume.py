@@ -17,10 +17,11 @@ from sim2real.flows.translate import TranslateConfig, translate_flow
 from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.model import build_translator
-from sim2real.storage import ingest
+from sim2real.storage import ingest, translate_read
 from sim2real.storage.registry import TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore
+from sim2real.tasks import translate as translate_tasks
 from sim2real.tasks import workers
 from sim2real.tasks.workers import shutdown_pool
 
@@ -173,8 +174,40 @@ def test_one_shard_is_translated_in_the_flows_process(world: tuple[Path, str], t
         translator_weights(build_translator(TINY)), {"config": TINY.model_dump(mode="json")}
     )
     shutdown_pool()
-    assert TranslateConfig().pipeline.shard_processes == 0  # the default: no worker processes
+    assert TranslateConfig().pipeline.shard_processes is None  # the default: by the run's size
     config = TranslateConfig.model_validate({"pipeline": {"shard_processes": 2}, "engine": {"device": "cpu"}})
     result = translate_flow(source.ref, translator, "out", root, config)
     assert result["shards"] == 1 and result["samples"] == 10
     assert workers._pool is None  # no worker process was started for a single shard
+
+
+def test_a_run_large_enough_translates_in_worker_processes_by_default(
+    world: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+):
+    tmp, export = world
+    root, source, translator = prepare(tmp, export, "auto")
+    # 10 frames in 3 shards count as a long run: the threshold lowered, two cores whatever the machine
+    monkeypatch.setattr(translate_read, "AUTO_FRAMES_PER_PROCESS", 5)
+    monkeypatch.setattr(translate_read, "usable_cores", lambda: 2)
+    calls: list[int] = []
+
+    def counted(processes: int, *args: object) -> object:
+        calls.append(processes)
+        return workers.run_in_pool(processes, *args)
+
+    monkeypatch.setattr(translate_tasks, "run_in_pool", counted)
+    shutdown_pool()
+    config = TranslateConfig.model_validate({**SETTINGS, "pipeline": {"batch_size": 2}})
+    try:
+        result = translate_flow(source, translator, "out", root, config)
+    finally:
+        shutdown_pool()
+    assert calls == [2, 2, 2]  # each shard's work went to the pool of two worker processes
+    assert result["created"] and result["samples"] == 10 and result["shards"] == 3
+    in_process = TranslateConfig.model_validate(SETTINGS)
+    reference = translate_flow(source, translator, "in-process", root, in_process)
+    assert reference["version"] == result["version"]  # throughput only: the same id ...
+    store = DatasetStore(root)
+    ours, theirs = (store.open(f"{n}@{result['version']}").path for n in ("out", "in-process"))
+    for shard in sorted(Path(ours).glob("*.tar")):
+        assert shard.read_bytes() == (Path(theirs) / shard.name).read_bytes()  # ... and the same bytes

@@ -19,12 +19,18 @@ from sim2real.models.translator.engine import TranslatorEngine
 from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.inference import translate_batch
 from sim2real.models.translator.model import build_translator
-from sim2real.storage import schema
+from sim2real.storage import schema, translate_read
 from sim2real.storage.image_encoding import PNG_STRATEGIES, EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_row, with_member_hashes
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.translate import LabelMismatch, Lineage, write_translated_shard
-from sim2real.storage.translate_read import FrameBatch, PipelineConfig, decode_pool, read_batches
+from sim2real.storage.translate_read import (
+    AUTO_FRAMES_PER_PROCESS,
+    FrameBatch,
+    PipelineConfig,
+    decode_pool,
+    read_batches,
+)
 from sim2real.storage.versions import DatasetStore
 from sim2real.tasks.translate_work import translated
 
@@ -335,3 +341,18 @@ def test_decode_pool_is_kept_and_a_dead_worker_gives_a_clear_retryable_error(sha
         (a.images is None and b.images is None) or np.array_equal(a.images, b.images)
         for a, b in zip(again, first, strict=True)
     )
+
+
+def test_worker_processes_follow_the_run_size_unless_set(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(translate_read, "usable_cores", lambda: 4)
+    auto = PipelineConfig()
+    enough = 4 * AUTO_FRAMES_PER_PROCESS
+    assert auto.shard_processes is None
+    assert auto.processes_for(enough - 1, 100) == 0  # a short run: the flow's own process
+    assert auto.processes_for(enough, 100) == 4  # one per core
+    assert auto.processes_for(enough, 3) == 3  # never more than one per shard
+    assert auto.resolve("cuda").processes_for(10 * enough, 100) == 0  # one process shares the GPU
+    assert PipelineConfig(shard_processes=0).processes_for(10 * enough, 100) == 0
+    assert PipelineConfig(shard_processes=2).processes_for(1, 100) == 2
+    monkeypatch.setattr(translate_read, "usable_cores", lambda: 1)
+    assert auto.processes_for(10 * enough, 100) == 0  # one core: nothing to win
