@@ -74,7 +74,8 @@ def translate(
     DatasetStore(root).open(ref)  # fail fast, before any flow starts: unknown version or translator
     from sim2real.storage.registry import TranslatorRegistry  # imports torch: only when translating
 
-    TranslatorRegistry(root).resolve(translator)
+    registry = TranslatorRegistry(root)
+    registry.verified_card(registry.resolve(translator))  # and its weights file whole
     quiet_prefect()
     start_embedded_server_unless_configured()  # else Prefect starts one that outlives a kill -9
     result = run_translate(

@@ -101,6 +101,22 @@ class TranslatorRegistry:
     def read(self, model_id: str, device: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
         """``(weights, card)`` of ``model_id``; the weights' sha256 is checked against the card."""
         card = self.card(model_id)
+        path, data = self._checked_weights(model_id, card)
+        try:
+            weights = load_safetensors(data)
+        except SafetensorError as exc:
+            raise RegistryError(f"{path}: not a safetensors file: {exc}") from exc
+        return {name: t.to(device) for name, t in weights.items()}, card
+
+    def verified_card(self, model_id: str) -> dict[str, Any]:
+        """The card of ``model_id`` once its weights file is found whole (its sha256 is the card's); raises
+        :class:`RegistryError` naming the file otherwise. For a flow to refuse a damaged entry up front."""
+        card = self.card(model_id)
+        self._checked_weights(model_id, card)
+        return card
+
+    def _checked_weights(self, model_id: str, card: Mapping[str, Any]) -> tuple[str, bytes]:
+        """``(path, bytes)`` of the weights file, its sha256 checked against ``card``."""
         path = f"{self.path(model_id)}/{WEIGHTS_FILE}"
         try:
             with self.fs.open(path, "rb") as handle:
@@ -112,11 +128,7 @@ class TranslatorRegistry:
             raise RegistryError(
                 f"{path}: sha256 {actual[:12]}… does not match card {str(card.get('weights_sha256'))[:12]}…"
             )
-        try:
-            weights = load_safetensors(data)
-        except SafetensorError as exc:
-            raise RegistryError(f"{path}: not a safetensors file: {exc}") from exc
-        return {name: t.to(device) for name, t in weights.items()}, card
+        return path, data
 
     def list(self) -> list[dict[str, Any]]:
         """Cards of all committed entries, oldest first (by ``created_at``, then id)."""

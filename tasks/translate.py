@@ -28,9 +28,11 @@ from sim2real.tasks.workers import run_in_pool
 def plan_translate(
     root: str, source: str, translator_id: str, out_name: str, config: Mapping[str, Any]
 ) -> translation.TranslatePlan:
-    """Resolve source and translator (an id or an alias such as ``production``), derive the version id."""
+    """Resolve source and translator (an id or an alias such as ``production``), derive the version id.
+    Raises ``storage.registry.RegistryError`` (a user error: exit 2) when the translator's weights are
+    missing or damaged, before any shard task would fail on them."""
     registry = TranslatorRegistry(root)
-    card = registry.card(registry.resolve(translator_id))
+    card = registry.verified_card(registry.resolve(translator_id))
     return translation.plan_translation(DatasetStore(root), source, card, out_name, config)
 
 

@@ -19,7 +19,7 @@ from sim2real.models.translator.checkpoint import translator_weights
 from sim2real.models.translator.config import GeneratorConfig, TrainConfig, TranslatorConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import ingest
-from sim2real.storage.registry import RegistryError, TranslatorRegistry
+from sim2real.storage.registry import WEIGHTS_FILE, RegistryError, TranslatorRegistry
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.versions import DatasetStore, VersionNotFound
 
@@ -96,6 +96,10 @@ def test_cli_translate_refuses_bad_input_before_starting_a_flow(tmp_path: Path):
         translate("sim@nope", translator=model_id, runner="thread", **common)
     with pytest.raises(RegistryError, match="no translators id or alias '0000'"):
         translate("sim@latest", translator="0000", runner="thread", **common)
+    weights = Path(TranslatorRegistry(root).path(model_id)) / WEIGHTS_FILE
+    weights.write_bytes(weights.read_bytes()[:-100])  # a truncated copy, as a failed sync leaves it
+    with pytest.raises(RegistryError, match=f"{weights}: sha256 .* does not match card"):
+        translate("sim@latest", translator=model_id, runner="thread", **common)
 
 
 def _live_children(pid: int) -> list[int]:

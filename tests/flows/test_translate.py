@@ -30,7 +30,7 @@ from sim2real.models.translator.engine_config import EngineConfig
 from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema
 from sim2real.storage.manifest import manifest_row, manifest_table, with_member_hashes
-from sim2real.storage.registry import RegistryError, TranslatorRegistry
+from sim2real.storage.registry import WEIGHTS_FILE, RegistryError, TranslatorRegistry
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.sources.toysim import ToySimConfig, write_export
 from sim2real.storage.version_commit import commit_version
@@ -152,6 +152,20 @@ def test_a_translator_alias_names_the_same_translator(world: dict[str, Any]):
     assert (again["version"], again["created"]) == (world["result"]["version"], False)
     with pytest.raises(RegistryError, match="no translators id or alias 'staging'"):
         translate_flow(world["source"], "staging", root=world["root"], config=CONFIG)
+
+
+def test_a_translator_with_damaged_weights_is_refused_before_any_shard(world: dict[str, Any]):
+    registry = TranslatorRegistry(world["root"])
+    torch.manual_seed(1)
+    config = tiny_translator_config()
+    damaged = registry.save(translator_weights(build_translator(config)), {"config": config.model_dump()})
+    weights = Path(registry.path(damaged)) / WEIGHTS_FILE
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit of a tensor: still a safetensors file, no longer these weights
+    weights.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match=f"{weights}: sha256 .* does not match card"):
+        translate_flow(world["source"], damaged, "toy-damaged", root=world["root"], config=CONFIG)
+    assert not (Path(world["root"]) / "datasets" / "toy-damaged").exists()  # no shard task ran
 
 
 def test_rerun_writes_nothing(world: dict[str, Any]):
