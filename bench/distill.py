@@ -63,6 +63,9 @@ def main() -> None:
     )
     load = result["load_average_1min"]
     print(f"  encode {result['encode']}; 1-min load average {load['before']} before, {load['after']} after")
+    processes = result["shard_processes"]
+    where = f"{processes} worker processes" if processes > 1 else "the flow's process"
+    print(f"  shard work: {where} (pipeline.shard_processes, both translators)")
     print(
         f"  GFLOPs/frame at 256x512: teacher {gflops['teacher']}, student {gflops['student']}; "
         f"teacher/student = {result['flops_ratio']:.2f}  (goal >= 8)"
