@@ -36,7 +36,8 @@ from sim2real.storage.process_lifetime import exit_with_owner
 from sim2real.storage.tar_samples import RawSample, shard_samples
 
 # Source frames per core from which a CPU run starts worker processes by default (shard_processes None):
-# above the measured break-even of their start-up (bench/RESULTS.md, "worker processes by run size").
+# ~2.7x the measured break-even of their start-up on 2 cores (~3,000 frames per core at 128x256,
+# bench/RESULTS.md, "worker processes by the run's size").
 AUTO_FRAMES_PER_PROCESS = 8192
 
 
@@ -82,9 +83,10 @@ class PipelineConfig(BaseModel):
     # CPU: worker processes that run the shard tasks' work (read, translate, encode, write), one shard
     # each, instead of threads of the flow's process that share one GIL; 0 or 1 = in the flow's process.
     # None (auto) = one per core when the run has AUTO_FRAMES_PER_PROCESS source frames per core, else 0:
-    # each worker takes ~1.5 s to start (importing torch) and holds ~0.5-0.7 GB until the flow's end,
-    # which a long run wins back (a student's flow ~30 % faster once started) and a short one does not
-    # (bench/RESULTS.md). Never on CUDA (one process shares the GPU); never more than one per shard.
+    # each worker takes ~1.5-2 s to start (importing torch) and holds ~0.5-0.7 GB until the flow's end,
+    # which a long run wins back (24,576 frames: 18 % faster, start-up included) and a short one does
+    # not (bench/shard_processes.py). Never on CUDA (one process shares the GPU); never more than one per
+    # shard.
     shard_processes: int | None = _throughput(
         None, "CPU: processes running shard work (0: the flow's process; None: by the run's size)", ge=0
     )
