@@ -14,7 +14,7 @@ from sim2real.flows.reporting import Progress, artifact_key, run_shards, shard_w
 from sim2real.storage.ingest import IngestConfig
 from sim2real.storage.versions import DatasetStore, default_root
 from sim2real.tasks import ingest as ingest_tasks
-from sim2real.tasks.workers import default_workers, shutdown_pool
+from sim2real.tasks.workers import default_workers, refuse_in_starting_worker, shutdown_pool
 
 #: Shard rows shown in the flow's shards artifact (the full list is in the version's index.json).
 ARTIFACT_SHARDS = 200
@@ -40,6 +40,7 @@ def ingest_flow(
     so a nightly run ingests only the new frames. ``workers``: processes that build shards (default:
     the CPUs available; 1 builds them in the flow's own process).
     """
+    refuse_in_starting_worker("ingest")
     logger = get_run_logger()
     root = root or default_root()
     store = DatasetStore(root)

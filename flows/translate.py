@@ -29,7 +29,7 @@ from sim2real.flows.translate_config import TranslateConfig
 from sim2real.storage.translate import TranslatePlan
 from sim2real.storage.versions import DatasetStore, Version, default_root
 from sim2real.tasks import translate as translate_tasks
-from sim2real.tasks.workers import shutdown_pool
+from sim2real.tasks.workers import refuse_in_starting_worker, shutdown_pool
 
 # Shard tasks in flight at least (O(1) in the shard count): more than any runner here runs at once (the
 # thread runner: 2; Dask/Ray: one per GPU slot, counted separately).
@@ -47,6 +47,7 @@ def translate_flow(
 ) -> dict[str, Any]:
     """Translate ``source`` (``name@version``) with registry translator ``translator`` (an id or an alias
     such as ``production``)."""
+    refuse_in_starting_worker("translate")
     logger = get_run_logger()
     root = root or default_root()
     store = DatasetStore(root)
@@ -159,6 +160,7 @@ def summary(version: Version, skipped_shards: int, created: bool) -> dict[str, A
 
 def run_translate(runner: RunnerConfig | None = None, **params: Any) -> dict[str, Any]:
     """Run :func:`translate_flow` with the task runner ``runner`` describes (thread pool by default)."""
+    refuse_in_starting_worker("translate")  # before Prefect starts anything in such a worker
     runner = runner or RunnerConfig()
     with embedded_run_settings():
         return translate_flow.with_options(task_runner=build_task_runner(runner))(**params)

@@ -109,11 +109,10 @@ class TranslatorRegistry:
         return {name: t.to(device) for name, t in weights.items()}, card
 
     def verified_card(self, model_id: str) -> dict[str, Any]:
-        """The card of ``model_id`` once its weights file is found whole (its sha256 is the card's); raises
-        :class:`RegistryError` naming the file otherwise. For a flow to refuse a damaged entry up front."""
-        card = self.card(model_id)
-        self._checked_weights(model_id, card)
-        return card
+        """The card of ``model_id`` once its weights load (the file's sha256 is the card's, and it is a
+        safetensors file); raises :class:`RegistryError` naming the file otherwise. For a flow to refuse
+        a damaged entry up front rather than in every shard task."""
+        return self.read(model_id)[1]
 
     def _checked_weights(self, model_id: str, card: Mapping[str, Any]) -> tuple[str, bytes]:
         """``(path, bytes)`` of the weights file, its sha256 checked against ``card``."""
@@ -123,6 +122,8 @@ class TranslatorRegistry:
                 data = handle.read()
         except FileNotFoundError:
             raise RegistryError(f"{path}: weights missing for committed entry {model_id!r}") from None
+        except OSError as exc:  # a directory in its place, a permission, an I/O error
+            raise RegistryError(f"{path}: weights unreadable: {exc.strerror or exc}") from None
         actual = hashlib.sha256(data).hexdigest()
         if actual != card.get("weights_sha256"):
             raise RegistryError(

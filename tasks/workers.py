@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import logging
 import multiprocessing
 import os
 import pickle
@@ -34,6 +35,8 @@ PR_SET_PDEATHSIG = 1
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
 _pool_size = 0
+_pool_worked = False  # a call returned from the current pool
+_start_failed = False  # a pool broke before any call returned: work in the caller until shutdown_pool()
 # Resolved now, not in a freshly forked child (``preexec_fn``), where loading a library is unsafe.
 _LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
@@ -58,17 +61,55 @@ def default_workers() -> int:
 def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in the shared pool of ``workers`` processes (in this thread when ``workers``
     is 1). ``function`` and its arguments must pickle; the pool is started on first use and resized
-    when ``workers`` changes."""
-    if workers <= 1:
+    when ``workers`` changes.
+
+    A pool that breaks before any of its calls returned means its workers cannot start here (a script
+    that runs a flow at module level without ``if __name__ == "__main__":`` makes each spawn-ed worker
+    run that flow again while it imports the script): the caller sees that failure, and every later call
+    until :func:`shutdown_pool` runs in this thread instead, with a warning, so that a retry completes.
+    """
+    global _start_failed
+    if workers <= 1 or _start_failed:
         return function(*args)
     pool = _get_pool(workers)
     try:
-        return pool.submit(_call_in_worker, function, *args).result()
+        result = pool.submit(_call_in_worker, function, *args).result()
     except BrokenProcessPool:
         # A worker died (the OOM killer, kill -9): this pool takes no more work. Drop it, so that the
         # task's retry (and every later call) starts a fresh one, and let the caller see the failure.
+        with _lock:
+            never_worked = pool is _pool and not _pool_worked
+        if never_worked:
+            _start_failed = True
+            logging.getLogger(__name__).warning(
+                "worker processes broke before finishing any work (a script that starts a flow at module "
+                "level needs `if __name__ == '__main__':`); the rest of this run works in this process"
+            )
         _discard(pool)
         raise
+    except Exception:
+        _mark_worked(pool)  # the call ran in a worker and raised: the workers do start
+        raise
+    _mark_worked(pool)
+    return result
+
+
+def refuse_in_starting_worker(flow: str) -> None:
+    """Raise ``RuntimeError`` when this process is a worker that Python's ``spawn`` started and that is
+    still importing its parent's main script: a flow started there (a script without
+    ``if __name__ == "__main__":``) would start workers of its own and fail slowly, shard by shard."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):  # the flag spawn itself checks
+        raise RuntimeError(
+            f"the {flow} flow was started by a worker process importing its parent's script: "
+            "put the script's flow call under `if __name__ == '__main__':`"
+        )
+
+
+def _mark_worked(pool: ProcessPoolExecutor) -> None:
+    global _pool_worked
+    with _lock:
+        if pool is _pool:
+            _pool_worked = True
 
 
 def _call_in_worker(function: Callable[..., T], *args: Any) -> T:
@@ -86,7 +127,7 @@ def _call_in_worker(function: Callable[..., T], *args: Any) -> T:
 
 
 def _get_pool(workers: int) -> ProcessPoolExecutor:
-    global _pool, _pool_size
+    global _pool, _pool_size, _pool_worked
     with _lock:
         if _pool is None or _pool_size != workers:
             if _pool is not None:
@@ -100,6 +141,7 @@ def _get_pool(workers: int) -> ProcessPoolExecutor:
                 initargs=(os.getpid(),),
             )
             _pool_size = workers
+            _pool_worked = False
         return _pool
 
 
@@ -113,12 +155,13 @@ def _discard(pool: ProcessPoolExecutor) -> None:
 
 
 def shutdown_pool() -> None:
-    """Stop the pool's workers (the flow calls this when its shard tasks are done)."""
-    global _pool, _pool_size
+    """Stop the pool's workers (the flow calls this when its shard tasks are done); the next call of
+    :func:`run_in_pool` tries worker processes again."""
+    global _pool, _pool_size, _pool_worked, _start_failed
     with _lock:
         if _pool is not None:
             _pool.shutdown(wait=True)
-        _pool, _pool_size = None, 0
+        _pool, _pool_size, _pool_worked, _start_failed = None, 0, False, False
 
 
 atexit.register(shutdown_pool)

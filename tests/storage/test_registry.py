@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -83,3 +85,20 @@ def test_card_is_plain_sorted_json(tmp_path):
     model_id = registry.save(weights(), card())
     text = (tmp_path / "models" / "translators" / model_id / CARD_FILE).read_text()
     assert json.loads(text)["data"] == {"source": "sim@abc", "target": "real@def"}
+
+
+def test_weights_that_match_a_rewritten_card_but_do_not_load_are_refused(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    model_id = registry.save({"w": torch.zeros(2)}, {"config": {}})
+    entry = Path(registry.path(model_id))
+    garbage = b"\xff" * 64
+    (entry / WEIGHTS_FILE).write_bytes(garbage)  # and a card rewritten to match it
+    card = json.loads((entry / CARD_FILE).read_text())
+    card["weights_sha256"] = hashlib.sha256(garbage).hexdigest()
+    (entry / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(RegistryError, match="not a safetensors file"):
+        registry.verified_card(model_id)
+    (entry / WEIGHTS_FILE).unlink()
+    (entry / WEIGHTS_FILE).mkdir()  # a directory in the file's place
+    with pytest.raises(RegistryError, match=f"{entry / WEIGHTS_FILE}: weights unreadable"):
+        registry.verified_card(model_id)
