@@ -90,7 +90,7 @@ def translate_flow(
             if index < ARTIFACT_ROWS:
                 shown.append((index, part))
     finally:
-        if processes > 1:  # the workers hold torch and an engine each (~0.5-0.7 GB): not kept idle
+        if processes > 1:  # the workers hold torch and an engine each (~0.5-0.8 GB): not kept idle
             shutdown_pool()
     version = translate_tasks.commit_translation(root, quote(plan))
     report(root, plan, version, [part for _, part in sorted(shown, key=lambda item: item[0])])

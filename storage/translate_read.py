@@ -83,7 +83,7 @@ class PipelineConfig(BaseModel):
     # CPU: worker processes that run the shard tasks' work (read, translate, encode, write), one shard
     # each, instead of threads of the flow's process that share one GIL; 0 or 1 = in the flow's process.
     # None (auto) = one per core when the run has AUTO_FRAMES_PER_PROCESS source frames per core, else 0:
-    # each worker takes ~1.5-2 s to start (importing torch) and holds ~0.5-0.7 GB until the flow's end,
+    # each worker takes ~1.5-2 s to start (importing torch) and holds ~0.5-0.8 GB until the flow's end,
     # which a long run wins back (24,576 frames: 18 % faster, start-up included) and a short one does
     # not (bench/shard_processes.py). Never on CUDA (one process shares the GPU); never more than one per
     # shard.
