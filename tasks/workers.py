@@ -9,7 +9,8 @@ the engines it built for the rest of the run (both flows stop the workers at the
 watches the process that started the pool and exits when it is gone
 (``storage.process_lifetime.exit_with_owner``), so a flow killed with ``kill -9`` leaves no worker
 behind; a worker killed on its own (the OOM killer) breaks the pool, which is dropped so that the
-task's retry runs on a fresh one.
+task's retry runs on a fresh one, or, when the pool broke before any call returned (its workers cannot
+start), in the caller's thread for the rest of the run.
 """
 
 from __future__ import annotations
