@@ -125,7 +125,9 @@ class TranslatorRegistry:
         except OSError as exc:  # a directory in its place, a permission, an I/O error
             raise RegistryError(f"{path}: weights unreadable: {exc.strerror or exc}") from None
         actual = hashlib.sha256(data).hexdigest()
-        if actual != card.get("weights_sha256"):
+        if "weights_sha256" not in card:
+            raise RegistryError(f"{self.path(model_id)}/{CARD_FILE}: the card has no weights_sha256")
+        if actual != card["weights_sha256"]:
             raise RegistryError(
                 f"{path}: sha256 {actual[:12]}… does not match card {str(card.get('weights_sha256'))[:12]}…"
             )
@@ -149,8 +151,8 @@ class TranslatorRegistry:
         return f"{self.base}/aliases/{alias}.json"
 
     def set_alias(self, alias: str, model_id: str) -> dict[str, Any]:
-        """Point ``alias`` at ``model_id`` (which must exist), atomically; returns the record."""
-        self.card(model_id)  # raises RegistryError naming the path when missing
+        """Point ``alias`` at ``model_id`` (which must exist and load), atomically; returns the record."""
+        self.verified_card(model_id)  # raises RegistryError naming the path when missing or damaged
         record = {"id": model_id, "set_at": time.time()}
         write_atomic(self.fs, self.alias_path(alias), json.dumps(record).encode())
         return {"alias": alias, **record}

@@ -102,3 +102,20 @@ def test_weights_that_match_a_rewritten_card_but_do_not_load_are_refused(tmp_pat
     (entry / WEIGHTS_FILE).mkdir()  # a directory in the file's place
     with pytest.raises(RegistryError, match=f"{entry / WEIGHTS_FILE}: weights unreadable"):
         registry.verified_card(model_id)
+
+
+def test_an_alias_is_not_pointed_at_a_damaged_entry_and_a_card_without_its_hash_says_so(tmp_path):
+    registry = TranslatorRegistry(str(tmp_path))
+    model_id = registry.save({"w": torch.zeros(2)}, {"config": {}})
+    entry = Path(registry.path(model_id))
+    weights = (entry / WEIGHTS_FILE).read_bytes()
+    (entry / WEIGHTS_FILE).write_bytes(weights[:-1] + bytes([weights[-1] ^ 1]))
+    with pytest.raises(RegistryError, match="does not match card"):
+        registry.set_alias("production", model_id)
+    assert not Path(registry.alias_path("production")).exists()
+    (entry / WEIGHTS_FILE).write_bytes(weights)
+    card = json.loads((entry / CARD_FILE).read_text())
+    del card["weights_sha256"]
+    (entry / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(RegistryError, match=f"{entry / CARD_FILE}: the card has no weights_sha256"):
+        registry.verified_card(model_id)
