@@ -12,9 +12,10 @@ from prefect import flow, get_run_logger
 
 from sim2real.flows.reporting import Progress, artifact_key, run_shards, shard_window, table
 from sim2real.storage.ingest import IngestConfig
+from sim2real.storage.process_lifetime import usable_cores
 from sim2real.storage.versions import DatasetStore, default_root
 from sim2real.tasks import ingest as ingest_tasks
-from sim2real.tasks.workers import default_workers, refuse_in_starting_worker, shutdown_pool
+from sim2real.tasks.workers import refuse_in_starting_worker, shutdown_pool
 
 #: Shard rows shown in the flow's shards artifact (the full list is in the version's index.json).
 ARTIFACT_SHARDS = 200
@@ -50,7 +51,7 @@ def ingest_flow(
     if listing.committed is not None:
         logger.info("%s@%s is already committed; nothing to do", name, listing.committed)
         return summary(store.open(f"{name}@{listing.committed}"), created=False)
-    processes = min(workers or default_workers(), listing.num_shards)
+    processes = min(workers or usable_cores(), listing.num_shards)
     progress = Progress(artifact_key("ingest", name, "progress"), listing.num_shards, f"ingest {name}")
     shown: list[dict[str, Any]] = []  # the artifact's rows: the first ARTIFACT_SHARDS shards only
     try:

@@ -62,8 +62,7 @@ def translate_flow(
     # Worker processes: set, or by the run's size; at most one per shard, none under Dask/Ray (they run
     # each shard task in a process of their own already). Throughput only: the same id and bytes.
     elsewhere = tasks_leave_process()
-    frames = store.open(plan.source).num_samples
-    processes = 0 if elsewhere else config.pipeline.processes_for(frames, len(plan.shard_urls))
+    processes = 0 if elsewhere else config.pipeline.processes_for(plan.source_frames, len(plan.shard_urls))
     if processes > 1:
         logger.info("shard work in %d worker processes (pipeline.shard_processes)", processes)
     config = config.model_copy(

@@ -14,6 +14,11 @@ import threading
 import time
 
 
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def process_alive(pid: int) -> bool:
     """Whether ``pid`` runs (a zombie, killed but not yet reaped, does not count)."""
     try:

@@ -308,6 +308,7 @@ class TranslatePlan:
     lineage: Lineage
     config: Mapping[str, Any]  # the output-affecting settings the version id covers
     shard_urls: tuple[str, ...]  # source shards; output shard i comes from source shard i
+    source_frames: int  # samples in the source version
 
 
 def plan_translation(
@@ -323,4 +324,5 @@ def plan_translation(
     weights_sha256 = str(translator_card["weights_sha256"])
     version = translate_version_id(source.ref, translator_id, weights_sha256, config)
     lineage = Lineage(source.ref, translator_id, weights_sha256)
-    return TranslatePlan(source.ref, out_name, version, lineage, dict(config), tuple(source.shard_urls))
+    shards = tuple(source.shard_urls)
+    return TranslatePlan(source.ref, out_name, version, lineage, dict(config), shards, source.num_samples)

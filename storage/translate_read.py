@@ -32,18 +32,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from sim2real.storage import schema
 from sim2real.storage.png import decode_png_rgb
-from sim2real.storage.process_lifetime import exit_with_owner
+from sim2real.storage.process_lifetime import exit_with_owner, usable_cores
 from sim2real.storage.tar_samples import RawSample, shard_samples
 
 # Source frames per core from which a CPU run starts worker processes by default (shard_processes None):
 # ~2.7x the measured break-even of their start-up on 2 cores (~3,000 frames per core at 128x256,
 # bench/RESULTS.md, "worker processes by the run's size").
 AUTO_FRAMES_PER_PROCESS = 8192
-
-
-def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity where the OS has one)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 # A field marked so does not change the output bytes; every other field feeds the version id.
@@ -95,7 +90,7 @@ class PipelineConfig(BaseModel):
 
     def resolve(self, device_type: str) -> PipelineConfig:
         """The same config with the worker counts decided for ``device_type`` (``cpu`` or ``cuda``)."""
-        cores = os.cpu_count() or 2
+        cores = usable_cores()
         cuda = device_type == "cuda"
         decode = self.decode_workers
         encode = self.encode_threads

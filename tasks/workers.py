@@ -54,11 +54,6 @@ def die_with_parent(sig: int = signal.SIGKILL) -> None:
         os.kill(os.getpid(), sig)
 
 
-def default_workers() -> int:
-    """Worker processes by default: the CPUs this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
     """``function(*args)`` in the shared pool of ``workers`` processes (in this thread when ``workers``
     is 1). ``function`` and its arguments must pickle; the pool is started on first use and resized
@@ -78,10 +73,10 @@ def run_in_pool(workers: int, function: Callable[..., T], *args: Any) -> T:
     except BrokenProcessPool:
         # A worker died (the OOM killer, kill -9): this pool takes no more work. Drop it, so that the
         # task's retry (and every later call) starts a fresh one, and let the caller see the failure.
-        with _lock:
-            never_worked = pool is _pool and not _pool_worked
+        with _lock:  # decided once, by the first call that sees this pool break
+            never_worked = pool is _pool and not _pool_worked and not _start_failed
+            _start_failed = _start_failed or never_worked
         if never_worked:
-            _start_failed = True
             logging.getLogger(__name__).warning(
                 "worker processes broke before finishing any work (a script that starts a flow at module "
                 "level needs `if __name__ == '__main__':`); the rest of this run works in this process"
