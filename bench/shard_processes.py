@@ -33,9 +33,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import os
-    import resource
-    import time
 
+    from bench.distill_run import flow_cpu_seconds
     from bench.translate import flow_run, make_source
     from sim2real.flows.runners import RunnerConfig
     from sim2real.flows.translate import TranslateConfig
@@ -62,11 +61,9 @@ def main() -> None:
         for round_index in range(args.rounds):
             for ref in args.translators:
                 for arm, config in arms.items():
-                    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    cpu_started = time.process_time() + children.ru_utime + children.ru_stime
+                    cpu_started = flow_cpu_seconds()
                     took, _ = flow_run(source, ref, f"{arm}-{ref}-{round_index}", config, runner, tmp)
-                    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-                    used = time.process_time() + children.ru_utime + children.ru_stime - cpu_started
+                    used = flow_cpu_seconds() - cpu_started
                     seconds.setdefault(f"{ref} {arm}", []).append(took)
                     cpu.setdefault(f"{ref} {arm}", []).append(used)
                     done = f"round {round_index + 1} {ref} {arm}: {args.frames / took:.1f} f/s"
