@@ -40,6 +40,7 @@ def PNG(**fields) -> EncodeConfig:  # noqa: N802 - reads as a constructor
 
 
 BASELINE = PNG(png_compress_level=6, png_strategy="default", png_filter="adaptive")
+ZLIB_NG = {"png_deflate": "zlib-ng"}  # our writer with zlib-ng (levels 0-9, zlib's strategies)
 SETTINGS = [
     BASELINE,
     PNG(png_compress_level=1, png_strategy="default", png_filter="adaptive"),
@@ -47,10 +48,16 @@ SETTINGS = [
     PNG(png_compress_level=6, png_strategy="rle", png_filter="adaptive"),
     PNG(png_compress_level=6, png_strategy="huffman", png_filter="adaptive"),
     PNG(png_compress_level=0, png_strategy="default", png_filter="adaptive"),  # filters only
-    PNG(png_compress_level=6, png_strategy="rle", png_filter="paeth"),  # the default
-    PNG(png_compress_level=6, png_strategy="rle", png_filter="average"),
-    PNG(png_compress_level=6, png_strategy="rle", png_filter="up"),
-    PNG(png_compress_level=1, png_strategy="default", png_filter="paeth"),
+    PNG(png_filter="paeth"),  # the default: ISA-L level 1
+    PNG(png_compress_level=0, png_filter="paeth"),
+    PNG(png_compress_level=2, png_filter="paeth"),
+    PNG(png_compress_level=3, png_filter="paeth"),
+    PNG(png_filter="up"),
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="paeth", **ZLIB_NG),  # the default until 12-06
+    PNG(png_compress_level=1, png_strategy="huffman", png_filter="paeth", **ZLIB_NG),
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="average", **ZLIB_NG),
+    PNG(png_compress_level=6, png_strategy="rle", png_filter="up", **ZLIB_NG),
+    PNG(png_compress_level=1, png_strategy="default", png_filter="paeth", **ZLIB_NG),
     EncodeConfig(image_format="jpg", jpeg_quality=95),
 ]
 
@@ -71,7 +78,9 @@ def translated(model: Translator, images: list[np.ndarray]) -> list[np.ndarray]:
 def label(config: EncodeConfig) -> str:
     if config.image_format == "jpg":
         return f"jpg q{config.jpeg_quality}"
-    return f"png {config.png_filter}, level {config.png_compress_level}, {config.png_strategy}"
+    library = config.png_deflate or "pil zlib"
+    strategy = f", {config.png_strategy}" if config.png_strategy else ""
+    return f"png {config.png_filter}, {library} {config.png_compress_level}{strategy}"
 
 
 def measure(images: list[np.ndarray], rounds: int) -> dict[EncodeConfig, tuple[float, float]]:
@@ -89,9 +98,9 @@ def measure(images: list[np.ndarray], rounds: int) -> dict[EncodeConfig, tuple[f
 
 def report(title: str, results: dict[EncodeConfig, tuple[float, float]]) -> None:
     base_ms, base_kib = results[BASELINE]
-    print(f"{title}\n  {'setting':38s} {'ms/frame':>9s} {'KiB/frame':>10s} {'speed-up':>9s} {'size':>7s}")
+    print(f"{title}\n  {'setting':42s} {'ms/frame':>9s} {'KiB/frame':>10s} {'speed-up':>9s} {'size':>7s}")
     for config, (ms, kib) in results.items():
-        print(f"  {label(config):38s} {ms:9.2f} {kib:10.1f} {base_ms / ms:8.2f}x {kib / base_kib:7.2f}")
+        print(f"  {label(config):42s} {ms:9.2f} {kib:10.1f} {base_ms / ms:8.2f}x {kib / base_kib:7.2f}")
 
 
 def main() -> None:

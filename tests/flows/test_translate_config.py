@@ -44,7 +44,13 @@ def test_every_unmarked_field_changes_the_version_key_and_marked_ones_do_not():
         assert config(**{part: values}).version_key() != base, (part, values)
     for engine in ({"precision": "fp32"}, {"compile": True}, {"intra_op_threads": 3}):
         assert config(engine={"device": "cpu", **engine}).version_key() != base, engine
-    for png in ({"png_strategy": "default"}, {"png_filter": "adaptive"}, {"png_compress_level": 1}):
+    pngs = (
+        {"png_deflate": "zlib-ng"},
+        {"png_deflate": "zlib-ng", "png_strategy": "default"},
+        {"png_filter": "adaptive"},
+        {"png_compress_level": 2},
+    )
+    for png in pngs:
         assert config(encode=png).version_key() != base, png
     marked = config(
         pipeline={

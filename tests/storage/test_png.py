@@ -74,14 +74,35 @@ def test_the_installed_package_has_the_c_paeth_filter_and_it_equals_numpy():
 
 @pytest.mark.parametrize("kind", sorted(PNG_FILTER_TYPES))
 @pytest.mark.parametrize("shape", [(1, 1), (1, 17), (13, 1), (31, 47)])
-def test_every_filter_and_strategy_round_trips_losslessly(kind: str, shape: tuple[int, int]):
+def test_every_filter_library_level_and_strategy_round_trips_losslessly(kind: str, shape: tuple[int, int]):
     rgb = np.random.default_rng(sum(shape)).integers(0, 256, (*shape, 3), dtype=np.uint8)
-    for strategy in range(5):
-        data = encode_png_rgb(rgb, kind, level=6, strategy=strategy)
-        assert data == encode_png_rgb(rgb.copy(), kind, level=6, strategy=strategy)  # deterministic
+    settings = [("isal", level, 0) for level in range(4)]
+    settings += [("zlib-ng", 6, strategy) for strategy in range(5)] + [("zlib-ng", 1, 0), ("zlib-ng", 9, 0)]
+    for deflate, level, strategy in settings:
+        data = encode_png_rgb(rgb, kind, level, strategy, deflate)  # type: ignore[arg-type]
+        assert data == encode_png_rgb(rgb.copy(), kind, level, strategy, deflate)  # type: ignore[arg-type]
         with Image.open(io.BytesIO(data)) as image:
             assert image.mode == "RGB" and image.size == (shape[1], shape[0])
             np.testing.assert_array_equal(np.asarray(image), rgb)
+        decoded = png.decode_png_rgb(data, max_pixels=10**6)  # our reader too (where its C part is built)
+        assert decoded is None if png._pngfilter is None else np.array_equal(decoded, rgb)
+
+
+def test_the_deflate_library_reaches_the_file_and_bad_settings_are_refused():
+    rgb = np.random.default_rng(3).integers(0, 32, (40, 64, 3), dtype=np.uint8)
+    rgb[:20] = rgb[0, 0]  # a flat band: RLE and ISA-L's matcher write it differently
+    by_library = {d: encode_png_rgb(rgb, "paeth", 1, 0, d) for d in ("isal", "zlib-ng")}  # type: ignore[arg-type]
+    assert by_library["isal"] != by_library["zlib-ng"]
+    assert encode_png_rgb(rgb) == by_library["isal"]  # the default: ISA-L level 1
+    assert len(encode_png_rgb(rgb, level=0)) > len(encode_png_rgb(rgb, level=1))  # the level reaches ISA-L
+    with pytest.raises(ValueError, match="png deflate isal: level 4 is not 0-3"):
+        encode_png_rgb(rgb, level=4)
+    with pytest.raises(ValueError, match="png deflate zlib-ng: level 10 is not 0-9"):
+        encode_png_rgb(rgb, level=10, deflate="zlib-ng")
+    with pytest.raises(ValueError, match="isal: no zlib strategy"):
+        encode_png_rgb(rgb, strategy=3)
+    with pytest.raises(ValueError, match="png deflate 'lz4'"):
+        encode_png_rgb(rgb, deflate="lz4")  # type: ignore[arg-type]
 
 
 def test_stock_webdataset_decodes_it(tmp_path):

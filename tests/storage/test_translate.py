@@ -278,11 +278,8 @@ def test_encoding_is_deterministic_and_png_lossless():
     rgb[:8] = rgb[0, 0]  # a flat band, where the zlib strategies differ
     for config in (EncodeConfig(image_format="png"), EncodeConfig(image_format="jpg", jpeg_quality=80)):
         assert encode_rgb(rgb, config) == encode_rgb(rgb.copy(), config)
-    for png_filter in ("paeth", "adaptive"):  # our writer and PIL's
-        encoded = {
-            s: encode_rgb(rgb, EncodeConfig(image_format="png", png_strategy=s, png_filter=png_filter))
-            for s in PNG_STRATEGIES
-        }
+    for writer in ({"png_deflate": "zlib-ng"}, {"png_filter": "adaptive"}):  # our writer's zlib-ng, PIL's
+        encoded = {s: encode_rgb(rgb, EncodeConfig(png_strategy=s, **writer)) for s in PNG_STRATEGIES}
         assert encoded["rle"] != encoded["default"]  # the strategy reaches zlib
         for data in encoded.values():
             assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
@@ -291,9 +288,31 @@ def test_encoding_is_deterministic_and_png_lossless():
         for f in ("adaptive", "paeth", "sub")
     }
     assert len(set(by_filter.values())) == 3  # the filter reaches the writer
-    assert encode_rgb(rgb, EncodeConfig(image_format="png")) == by_filter["paeth"]  # the default: paeth, rle
+    assert encode_rgb(rgb, EncodeConfig(image_format="png")) == by_filter["paeth"]  # the default: paeth
+    by_level = {level: encode_rgb(rgb, EncodeConfig(png_compress_level=level)) for level in range(4)}
+    assert by_level[1] == by_filter["paeth"] and by_level[0] != by_level[1]  # the default: ISA-L level 1
+    for data in by_level.values():
+        assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), rgb)
+
+
+def test_png_settings_resolve_to_one_form_and_conflicts_are_refused():
+    default = EncodeConfig()
+    assert (default.png_deflate, default.png_compress_level, default.png_strategy) == ("isal", 1, None)
+    assert default == EncodeConfig(png_deflate="isal", png_compress_level=1)  # written out: the same config
+    zlib = EncodeConfig(png_deflate="zlib-ng")
+    assert (zlib.png_compress_level, zlib.png_strategy) == (6, "rle")
+    pil = EncodeConfig(png_filter="adaptive")
+    assert (pil.png_deflate, pil.png_compress_level, pil.png_strategy) == (None, 6, "rle")
+    with pytest.raises(ValueError, match="png_compress_level 6: isal has levels 0-3; set png_deflate"):
+        EncodeConfig(png_compress_level=6)
+    with pytest.raises(ValueError, match="png_strategy 'rle': ISA-L has no zlib strategies"):
+        EncodeConfig(png_strategy="rle")
+    with pytest.raises(ValueError, match="png_deflate 'isal': png_filter 'adaptive' is Pillow's writer"):
+        EncodeConfig(png_filter="adaptive", png_deflate="isal")
+    with pytest.raises(ValueError, match="(?s)png_deflate.*input_value='lz4'"):
+        EncodeConfig(png_deflate="lz4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="(?s)png_strategy.*input_value='lz4'"):
-        EncodeConfig(image_format="png", png_strategy="lz4")  # type: ignore[arg-type]
+        EncodeConfig(image_format="png", png_deflate="zlib-ng", png_strategy="lz4")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="(?s)png_filter.*input_value='median'"):
         EncodeConfig(image_format="png", png_filter="median")  # type: ignore[arg-type]
 
