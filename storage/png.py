@@ -162,6 +162,15 @@ def png_chunks(data: bytes) -> Iterator[tuple[bytes, memoryview]]:
     raise PngDamage("no IEND chunk (file truncated)")
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(height, width) from the IHDR chunk of the PNG ``data`` (the first chunk, by the spec), or None
+    when ``data`` does not start like a PNG. Reads the header only: a damaged file gives its size."""
+    if data[:8] != _SIGNATURE or data[12:16] != b"IHDR" or len(data) < 24:
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return height, width
+
+
 def png_damage(data: bytes) -> str | None:
     """What is wrong with the chunk structure of the PNG ``data`` (:func:`png_chunks`), or None."""
     try:

@@ -112,6 +112,10 @@ class _HashingWriter:
 
 _HEADER_TEMPLATE = bytes(tar_member_info("", 0).tobuf(tarfile.USTAR_FORMAT))
 _ZERO_BLOCK = bytes(tarfile.BLOCKSIZE)
+# The checksum of every header field but the name and size (the name is zeros in the template), with
+# the checksum field as spaces, as it is taken: a header's checksum is this plus its name and size bytes.
+_TEMPLATE_SUM = sum(_HEADER_TEMPLATE[100:124]) + sum(_HEADER_TEMPLATE[136:148]) + 8 * ord(" ")
+_TEMPLATE_SUM += sum(_HEADER_TEMPLATE[156:])
 
 
 def ustar_header(name: str, size: int) -> bytes:
@@ -120,11 +124,11 @@ def ustar_header(name: str, size: int) -> bytes:
     encoded = name.encode()
     if len(encoded) > 100 or size >= 8**11:
         raise ValueError(f"{name!r}: name over 100 bytes or size over 8 GiB")
+    size_field = b"%011o\0" % size
     header = bytearray(_HEADER_TEMPLATE)
     header[0 : len(encoded)] = encoded
-    header[124:136] = b"%011o\0" % size
-    header[148:156] = b"        "
-    header[148:155] = b"%06o\0" % sum(header)
+    header[124:136] = size_field
+    header[148:156] = b"%06o\0 " % (_TEMPLATE_SUM + sum(encoded) + sum(size_field))
     return bytes(header)
 
 

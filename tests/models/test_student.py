@@ -79,6 +79,22 @@ def test_student_keeps_shape_on_any_size_and_is_cheaper_than_its_teacher():
     assert mine["parameters"] == sum(p.numel() for p in build_student(StudentConfig()).parameters())
 
 
+def test_inference_without_autograd_works_in_place_with_the_same_values_and_training_does_not():
+    torch.manual_seed(0)
+    student = build_student(StudentConfig(space_to_depth=2, channels=(8, 16, 32), n_res=2))
+    for dtype in (torch.float32, torch.bfloat16):
+        model, x = student.to(dtype), torch.randn(2, 3, 16, 24).to(dtype)
+        trained = model(x)  # autograd on: out of place, a graph to backpropagate through
+        assert trained.requires_grad
+        trained.float().square().mean().backward()  # in-place ops would break the backward pass
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        with torch.inference_mode():
+            assert torch.equal(model(x), trained.detach())
+        with torch.no_grad():
+            assert torch.equal(model(x), trained.detach())
+        model.zero_grad()
+
+
 def test_flop_count_matches_the_hand_count():
     # space_to_depth 2, channels (8, 16), one res block, on 8×8: convs at 4×4 (16 px) and 2×2 (4 px).
     config = StudentConfig(space_to_depth=2, channels=(8, 16), n_res=1)

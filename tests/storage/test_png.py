@@ -105,6 +105,23 @@ def test_the_deflate_library_reaches_the_file_and_bad_settings_are_refused():
         encode_png_rgb(rgb, deflate="lz4")  # type: ignore[arg-type]
 
 
+def test_png_size_reads_the_header_as_pil_does():
+    rgb = np.zeros((7, 11, 3), np.uint8)
+    for data in (
+        encode_png_rgb(rgb),
+        pil_png(rgb),
+        pil_png(rgb[..., 0]),
+        pil_png(np.dstack([rgb, rgb[..., :1]])),
+    ):
+        with Image.open(io.BytesIO(data)) as image:
+            assert png.png_size(data) == (image.height, image.width) == (7, 11)
+        assert png.png_size(data[:24]) == (7, 11)  # the header alone: a cut file still has its size
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG")
+    for other in (buffer.getvalue(), b"", b"\x89PNG\r\n\x1a\n", encode_png_rgb(rgb)[:23]):
+        assert png.png_size(other) is None
+
+
 def test_stock_webdataset_decodes_it(tmp_path):
     rgb = np.random.default_rng(5).integers(0, 256, (24, 40, 3), dtype=np.uint8)
     data = encode_png_rgb(rgb[:, ::-1])  # a non-contiguous view is written as its pixels

@@ -9,12 +9,27 @@ import pytest
 import webdataset as wds
 
 from sim2real.storage.schema import SchemaError
-from sim2real.storage.shards import FIXED_MTIME, encode_shard, read_shard, write_shard
+from sim2real.storage.shards import (
+    FIXED_MTIME,
+    encode_shard,
+    read_shard,
+    tar_member_info,
+    ustar_header,
+    write_shard,
+)
 
 SAMPLES = [
     ("a-0", {"seg.png": b"\x01\x02", "rgb.png": b"img-a", "meta.json": b"{}"}),
     ("b-1", {"meta.json": b'{"x": 1}', "rgb.jpg": b"img-b", "seg.png": b"\x03"}),
 ]
+
+
+@pytest.mark.parametrize(
+    "name", ["", "a.rgb.png", "sim-s1-002048.boxes.json", "ü-clé_日本.seg.png", "x" * 100, "~!@#$%^&().json"]
+)
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 934, 47540, 8**11 - 1])
+def test_our_header_is_the_one_tarfile_writes(name: str, size: int):
+    assert ustar_header(name, size) == tar_member_info(name, size).tobuf(tarfile.USTAR_FORMAT)
 
 
 def test_encoding_is_deterministic_and_members_sorted():
