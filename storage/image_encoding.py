@@ -1,9 +1,9 @@
 """How translated images are stored: PNG (our row-filter writer or PIL's) or JPEG, deterministically.
 
 Same pixels and settings, same bytes: no timestamps, fixed deflate/libjpeg settings. The defaults (PNG,
-``paeth`` on every row, ISA-L level 1) were chosen by ``bench/encode.py``: on translated frames, ISA-L
-takes 0.29 ms per 128×256 frame for files 7-12 % larger than zlib-ng's RLE at level 6 (0.67 ms), which
-``png_deflate: zlib-ng`` still writes.
+``paeth`` on every row, ISA-L level 1) were chosen by ``bench/encode.py``: on translated 128×256 frames
+ISA-L deflates in 0.29 ms what zlib-ng's RLE at level 6 deflates in 0.67 (the whole encode 1.6× faster),
+into files 6-12 % larger; ``png_deflate: zlib-ng`` still writes those.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class EncodeConfig(BaseModel):
     image_format: Literal["png", "jpg"] = Field(default="png", description="png (lossless) or jpg")
     # libjpeg quality (jpg only)
     jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality, 1-95 (jpg only)")
-    # deflate library of our writer (png only): isal (ISA-L, levels 0-3) is 2.3x faster than zlib-ng's RLE
-    # for 7-12 % larger files; zlib-ng has levels 0-9 and zlib's strategies. None: isal, or with
+    # deflate library of our writer (png only): isal (ISA-L, levels 0-3) deflates 2.3x faster than zlib-ng's
+    # RLE, for 6-12 % larger files; zlib-ng has levels 0-9 and zlib's strategies. None: isal, or with
     # png_filter 'adaptive' none (Pillow deflates with zlib)
     png_deflate: Deflate | None = Field(
         default=None,

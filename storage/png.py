@@ -7,7 +7,7 @@ absolute values; on translated 128×256 frames that choice costs more CPU than t
 with the Paeth filter gives the same file size on translated images (bench/encode.py) for less CPU.
 The filter runs in C (``_pngfilter.c``, built by ``pip install``; numpy computes the same bytes where
 it was not built). ISA-L deflates by default (``isal``: 0.29 ms for a translated 128×256 frame at level
-1, 7-12 % larger than zlib-ng's RLE at 0.67 ms, bench/encode.py); zlib-ng (``zlib-ng``: levels 0-9 and
+1, 6-12 % larger than zlib-ng's RLE at 0.67 ms, bench/encode.py); zlib-ng (``zlib-ng``: levels 0-9 and
 zlib's strategies) writes the smaller files. The bytes are a standard PNG (signature, IHDR, one IDAT,
 IEND; no timestamps): same pixels, settings and library version, same bytes.
 """
