@@ -229,6 +229,16 @@ def assemble(
     for (position, raw), result in zip(group, decoded, strict=True):
         # A sample has exactly one image member (or failed above): every other member is a label.
         labels = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
+        decoded_size = None if isinstance(result, str) else result[0].shape[:2]
+        header = image_size(raw) if decoded_size is not None else None
+        if header is not None and decoded_size != header:
+            # The group was planned by header size; a file whose pixels have another (a PNG with a second
+            # IHDR, which Pillow reads last) is damaged, and would not stack with the others.
+            height, width = decoded_size  # type: ignore[misc]
+            result = (
+                f"{raw.get('__url__')}: key {raw.get('__key__')!r}: cannot decode image: its pixels are "
+                f"{height}x{width}, its header says {header[0]}x{header[1]}"
+            )
         if isinstance(result, str):
             batches.append(FrameBatch([position], [raw["__key__"]], [labels], [None], errors=[result]))
         else:

@@ -7,6 +7,7 @@ import io
 import json
 import os
 import signal
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from sim2real.models.translator.model import build_translator
 from sim2real.storage import schema, translate_read
 from sim2real.storage.image_encoding import PNG_STRATEGIES, EncodeConfig, encode_rgb
 from sim2real.storage.manifest import manifest_row, with_member_hashes
+from sim2real.storage.png import _chunk as png_chunk
 from sim2real.storage.shards import read_shard, write_shard
 from sim2real.storage.translate import LabelMismatch, Lineage, write_translated_shard
 from sim2real.storage.translate_read import (
@@ -37,7 +39,7 @@ from sim2real.tasks.translate_work import translated
 from ..models.test_translator import tiny_config
 
 SIZES = [(24, 40), (32, 48), (24, 40), (24, 40), (32, 48), (24, 40), (24, 40), (32, 48)]
-BAD = {3: "truncated", 6: "garbage"}
+BAD = {3: "truncated", 5: "two IHDR", 6: "garbage"}
 LINEAGE = Lineage("toy@v0", "t123", "w456")
 
 
@@ -53,6 +55,10 @@ def sample(index: int, size: tuple[int, int], rng: np.random.Generator) -> tuple
         rgb = rgb[:60]  # header readable, pixels missing
     elif BAD.get(index) == "garbage":
         rgb = b"not an image at all"
+    elif BAD.get(index) == "two IHDR":  # batched by its first IHDR; Pillow decodes the second's image
+        small = png(rng.integers(0, 256, (size[0] // 2, size[1] // 2, 3), dtype=np.uint8))
+        header = struct.pack(">IIBBBBB", size[1], size[0], 8, 2, 0, 0, 0)
+        rgb = small[:8] + png_chunk(b"IHDR", header) + small[8:]
     members = {
         "rgb.png": rgb,
         "seg.png": png(rng.integers(0, 19, size, dtype=np.uint8)),
@@ -163,6 +169,8 @@ def test_every_frame_once_sizes_kept_failures_reported(engine, shard):
         assert "rgb.png" not in frame.members and "seg.png" in frame.members
         if position in BAD:
             assert frame.rgb is None and "cannot decode image" in (frame.error or "")
+            if BAD[position] == "two IHDR":
+                assert f"its pixels are {size[0] // 2}x{size[1] // 2}, its header says 24x40" in frame.error
         else:
             assert frame.rgb is not None and frame.rgb.shape == (*size, 3) and frame.rgb.dtype == np.uint8
 
