@@ -15,7 +15,8 @@ As YAML (``sim2real translate --config FILE``; every key optional)::
       image_format: png        # png or jpg
       png_filter: paeth        # PNG row filter, or adaptive (PIL's per-row choice)
       png_deflate: null        # null = isal (ISA-L, levels 0-3, fastest); zlib-ng: levels 0-9, smaller
-      png_compress_level: null # null = 1 with isal, 6 with zlib-ng or adaptive
+      png_compress_level: null # null = 1 with isal, 6 with zlib-ng or adaptive; 4-9 (or a png_strategy)
+                               # with png_deflate null picks zlib-ng, as configs written before ISA-L
     pipeline:
       batch_size: 8            # frames per forward pass (changes bytes: kernels pick algorithms by shape)
       decode_workers: null     # decode processes; null = 0 on CPU, min(4, cores/2) on CUDA

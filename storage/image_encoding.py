@@ -36,14 +36,15 @@ class EncodeConfig(BaseModel):
     # libjpeg quality (jpg only)
     jpeg_quality: int = Field(default=95, ge=1, le=95, description="JPEG quality, 1-95 (jpg only)")
     # deflate library of our writer (png only): isal (ISA-L, levels 0-3) deflates 2.3x faster than zlib-ng's
-    # RLE, for 6-12 % larger files; zlib-ng has levels 0-9 and zlib's strategies. None: isal, or with
-    # png_filter 'adaptive' none (Pillow deflates with zlib)
+    # RLE, for 6-12 % larger files; zlib-ng has levels 0-9 and zlib's strategies. None: isal, zlib-ng when
+    # png_strategy or a level above 3 is set, none with png_filter 'adaptive' (Pillow deflates with zlib)
     png_deflate: Deflate | None = Field(
         default=None,
         description="png only: isal (fastest, the default) or zlib-ng (smaller, strategies); not with "
         "png_filter adaptive (Pillow's zlib)",
     )
-    # deflate level (png only): higher is smaller and slower; None: 1 with isal, 6 otherwise
+    # deflate level (png only): None: 1 with isal (its 2 and 3 came out no smaller on translated frames,
+    # 0 larger), 6 otherwise (zlib-ng: higher is smaller and slower); a level above 3 means zlib-ng
     png_compress_level: int | None = Field(
         default=None, ge=0, le=9, description="deflate level (png only): isal 0-3 (default 1), else 0-9 (6)"
     )
@@ -66,7 +67,11 @@ class EncodeConfig(BaseModel):
         data = dict(data)
         adaptive = data.get("png_filter") == "adaptive"
         if data.get("png_deflate") is None and not adaptive:
-            data["png_deflate"] = "isal"
+            # A strategy or a level above ISA-L's asks for zlib-ng (configs written for the defaults
+            # before ISA-L, png_compress_level 6 with png_strategy rle, keep their meaning and bytes).
+            level = data.get("png_compress_level")
+            above_isal = isinstance(level, int | float | str) and _number(level) > DEFLATE_MAX_LEVEL["isal"]
+            data["png_deflate"] = "zlib-ng" if data.get("png_strategy") is not None or above_isal else "isal"
         isal = data["png_deflate"] == "isal" if "png_deflate" in data else False
         if data.get("png_compress_level") is None:
             data["png_compress_level"] = 1 if isal else 6
@@ -100,6 +105,14 @@ class EncodeConfig(BaseModel):
     def member(self) -> str:
         """The output image member, ``rgb.png`` or ``rgb.jpg``."""
         return schema.RGB_PNG if self.image_format == "png" else schema.RGB_JPG
+
+
+def _number(value: int | float | str) -> float:
+    """A level as pydantic will read it (``"6"`` is 6); NaN when it is not a number (the field refuses)."""
+    try:
+        return float(value)
+    except ValueError:
+        return float("nan")
 
 
 def encode_rgb(rgb: np.ndarray, config: EncodeConfig) -> bytes:

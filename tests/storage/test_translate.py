@@ -311,10 +311,13 @@ def test_png_settings_resolve_to_one_form_and_conflicts_are_refused():
     assert (zlib.png_compress_level, zlib.png_strategy) == (6, "rle")
     pil = EncodeConfig(png_filter="adaptive")
     assert (pil.png_deflate, pil.png_compress_level, pil.png_strategy) == (None, 6, "rle")
+    old_defaults = EncodeConfig(png_compress_level=6, png_strategy="rle")  # written before ISA-L: zlib-ng
+    assert old_defaults == zlib == EncodeConfig(png_strategy="rle") == EncodeConfig(png_compress_level="6")
+    assert EncodeConfig(image_format="jpg", png_compress_level=9).png_deflate == "zlib-ng"  # not refused
     with pytest.raises(ValueError, match="png_compress_level 6: isal has levels 0-3; set png_deflate"):
-        EncodeConfig(png_compress_level=6)
+        EncodeConfig(png_deflate="isal", png_compress_level=6)
     with pytest.raises(ValueError, match="png_strategy 'rle': ISA-L has no zlib strategies"):
-        EncodeConfig(png_strategy="rle")
+        EncodeConfig(png_deflate="isal", png_strategy="rle")
     with pytest.raises(ValueError, match="png_deflate 'isal': png_filter 'adaptive' is Pillow's writer"):
         EncodeConfig(png_filter="adaptive", png_deflate="isal")
     with pytest.raises(ValueError, match="(?s)png_deflate.*input_value='lz4'"):
