@@ -226,18 +226,17 @@ def assemble(
     """A planned group and its :func:`decode_images` results → the decoded batch and one batch per
     failure; label members are taken from the raw samples as they are (bytes, never decoded)."""
     batches, frames = [], []
+    planned = image_size(group[0][1]) if group else None  # every header in a group gives this size
     for (position, raw), result in zip(group, decoded, strict=True):
         # A sample has exactly one image member (or failed above): every other member is a label.
         labels = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
-        decoded_size = None if isinstance(result, str) else result[0].shape[:2]
-        header = image_size(raw) if decoded_size is not None else None
-        if header is not None and decoded_size != header:
+        if planned is not None and not isinstance(result, str) and result[0].shape[:2] != planned:
             # The group was planned by header size; a file whose pixels have another (a PNG with a second
             # IHDR, which Pillow reads last) is damaged, and would not stack with the others.
-            height, width = decoded_size  # type: ignore[misc]
+            height, width = result[0].shape[:2]
             result = (
                 f"{raw.get('__url__')}: key {raw.get('__key__')!r}: cannot decode image: its pixels are "
-                f"{height}x{width}, its header says {header[0]}x{header[1]}"
+                f"{height}x{width}, its header says {planned[0]}x{planned[1]}"
             )
         if isinstance(result, str):
             batches.append(FrameBatch([position], [raw["__key__"]], [labels], [None], errors=[result]))
