@@ -72,7 +72,7 @@ class EncodeConfig(BaseModel):
             level = data.get("png_compress_level")
             above_isal = isinstance(level, int | float | str) and _number(level) > DEFLATE_MAX_LEVEL["isal"]
             data["png_deflate"] = "zlib-ng" if data.get("png_strategy") is not None or above_isal else "isal"
-        isal = data["png_deflate"] == "isal" if "png_deflate" in data else False
+        isal = data.get("png_deflate") == "isal"
         if data.get("png_compress_level") is None:
             data["png_compress_level"] = 1 if isal else 6
         if data.get("png_strategy") is None and not isal:

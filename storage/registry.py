@@ -116,6 +116,8 @@ class TranslatorRegistry:
 
     def _checked_weights(self, model_id: str, card: Mapping[str, Any]) -> tuple[str, bytes]:
         """``(path, bytes)`` of the weights file, its sha256 checked against ``card``."""
+        if "weights_sha256" not in card:  # nothing to check the file against: say so before reading it
+            raise RegistryError(f"{self.path(model_id)}/{CARD_FILE}: the card has no weights_sha256")
         path = f"{self.path(model_id)}/{WEIGHTS_FILE}"
         try:
             with self.fs.open(path, "rb") as handle:
@@ -124,13 +126,10 @@ class TranslatorRegistry:
             raise RegistryError(f"{path}: weights missing for committed entry {model_id!r}") from None
         except OSError as exc:  # a directory in its place, a permission, an I/O error
             raise RegistryError(f"{path}: weights unreadable: {exc.strerror or exc}") from None
+        expected = str(card["weights_sha256"])
         actual = hashlib.sha256(data).hexdigest()
-        if "weights_sha256" not in card:
-            raise RegistryError(f"{self.path(model_id)}/{CARD_FILE}: the card has no weights_sha256")
-        if actual != card["weights_sha256"]:
-            raise RegistryError(
-                f"{path}: sha256 {actual[:12]}… does not match card {str(card.get('weights_sha256'))[:12]}…"
-            )
+        if actual != expected:
+            raise RegistryError(f"{path}: sha256 {actual[:12]}… does not match card {expected[:12]}…")
         return path, data
 
     def list(self) -> list[dict[str, Any]]:

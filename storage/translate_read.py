@@ -204,29 +204,33 @@ def image_size(raw: RawSample) -> tuple[int, int] | None:
         return None
 
 
-def planned_batches(url: str, batch_size: int) -> Iterator[list[tuple[int, RawSample]]]:
-    """Groups of ``(position, raw sample)`` of the shard at ``url``, equal image size within a group, in
-    the order they fill up; planned from the image headers."""
-    buckets: dict[tuple[int, int], list[tuple[int, RawSample]]] = {}
+Group = list[tuple[int, RawSample]]  # ``(position in the shard, raw sample)`` of frames batched together
+
+
+def planned_batches(url: str, batch_size: int) -> Iterator[tuple[tuple[int, int] | None, Group]]:
+    """``(header size, group)``: groups of the shard at ``url`` whose image headers give one (height,
+    width), in the order they fill up; a sample without a readable header is a group of its own (size
+    None)."""
+    buckets: dict[tuple[int, int], Group] = {}
     for position, raw in enumerate(shard_samples(url)):
         size = image_size(raw)
         if size is None:  # no readable header: a batch of its own, which will fail to decode
-            yield [(position, raw)]
+            yield None, [(position, raw)]
             continue
         bucket = buckets.setdefault(size, [])
         bucket.append((position, raw))
         if len(bucket) == batch_size:
-            yield buckets.pop(size)
-    yield from sorted(buckets.values(), key=lambda bucket: bucket[0][0])
+            yield size, buckets.pop(size)
+    yield from sorted(buckets.items(), key=lambda item: item[1][0][0])
 
 
 def assemble(
-    group: list[tuple[int, RawSample]], decoded: list[tuple[np.ndarray, str] | str]
+    planned: tuple[int, int] | None, group: Group, decoded: list[tuple[np.ndarray, str] | str]
 ) -> list[FrameBatch]:
-    """A planned group and its :func:`decode_images` results → the decoded batch and one batch per
-    failure; label members are taken from the raw samples as they are (bytes, never decoded)."""
+    """A planned group (its headers' size ``planned``) and its :func:`decode_images` results → the
+    decoded batch and one batch per failure; label members are taken from the raw samples as they are
+    (bytes, never decoded)."""
     batches, frames = [], []
-    planned = image_size(group[0][1]) if group else None  # every header in a group gives this size
     for (position, raw), result in zip(group, decoded, strict=True):
         # A sample has exactly one image member (or failed above): every other member is a label.
         labels = {k: v for k, v in raw.items() if not k.startswith("__") and k not in schema.RGB_MEMBERS}
@@ -311,23 +315,24 @@ def read_batches(url: str, config: PipelineConfig) -> Iterator[FrameBatch]:
     if workers and multiprocessing.current_process().daemon:
         workers = 0
     if not workers:
-        for group in planned_batches(url, config.batch_size):
-            yield from assemble(group, decode_images([_image_member(raw) for _, raw in group]))
+        for size, group in planned_batches(url, config.batch_size):
+            yield from assemble(size, group, decode_images([_image_member(raw) for _, raw in group]))
         return
     pool = decode_pool(workers, config.start_method)
-    window: deque[tuple[list[tuple[int, RawSample]], Future[list[tuple[np.ndarray, str] | str]]]] = deque()
+    window: deque[tuple[tuple[int, int] | None, Group, Future[list[tuple[np.ndarray, str] | str]]]] = deque()
     try:
-        for group in planned_batches(url, config.batch_size):
-            window.append((group, pool.submit(decode_images, [_image_member(raw) for _, raw in group])))
+        for size, group in planned_batches(url, config.batch_size):
+            images = [_image_member(raw) for _, raw in group]
+            window.append((size, group, pool.submit(decode_images, images)))
             if len(window) >= workers * config.prefetch_batches:
-                done, future = window.popleft()
-                yield from assemble(done, future.result())
+                done_size, done, future = window.popleft()
+                yield from assemble(done_size, done, future.result())
         while window:
-            done, future = window.popleft()
-            yield from assemble(done, future.result())
+            done_size, done, future = window.popleft()
+            yield from assemble(done_size, done, future.result())
     except BrokenProcessPool as exc:
         _forget_pool(pool)  # a retry starts a fresh pool
         raise RuntimeError(f"{url}: a decode worker process died ({exc}); the shard can be retried") from exc
     finally:
-        for _, future in window:
+        for _, _, future in window:
             future.cancel()
